@@ -1,0 +1,1 @@
+"""Subcommands of the `bas` console command, one module each (see bas/cli.py)."""

@@ -1,0 +1,41 @@
+from pathlib import Path
+
+import pytest
+
+from bas import config
+from bas.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_project_params_parse():
+    cfg = config.load(ROOT / "params.yaml")
+    assert cfg.scenes.min_area_fraction == 0.15
+    assert "giraffe" in cfg.scenes.excluded_classes
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown key scenes\.nope"):
+        config.parse({"scenes": {"nope": 1}})
+
+
+def test_bad_value_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"scenes\.min_area_fraction = 1\.5"):
+        config.parse({"scenes": {"min_area_fraction": 1.5}})
+    with pytest.raises(ConfigError, match=r"models\.profile = 'huge'"):
+        config.parse({"models": {"profile": "huge"}})
+    with pytest.raises(ConfigError, match=r"scenes\.max_concepts = 'four'"):
+        config.parse({"scenes": {"max_concepts": "four"}})
+
+
+def test_overrides_use_dotted_keys(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    cfg = config.load(params, {"scenes.num_scenes": 3})
+    assert cfg.scenes.num_scenes == 3
+
+
+def test_floats_accept_yaml_exponent_strings():
+    # PyYAML reads `5e-4` (no dot) as a string; a float field must still take it.
+    cfg = config.parse({"scenes": {"min_area_fraction": "15e-2"}})
+    assert cfg.scenes.min_area_fraction == pytest.approx(0.15)
