@@ -1,0 +1,244 @@
+"""Every model a run needs, loaded by profile through one code path.
+
+A profile resolves to *sources* (hub ids, local directories, checkpoint files); one set of
+loaders then reads any source with each library's own `from_pretrained` / `create_model`.
+`sd21` points at the real checkpoints on the Hugging Face hub, or at local copies given by
+params keys or environment variables; `tiny` points at seeded random models that
+`bas.models.tiny` writes to a cache directory once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+from urllib.parse import urlparse
+
+import torch
+
+from bas.config import ModelsConfig
+from bas.errors import ConfigError, ModelNotAvailableError
+
+log = logging.getLogger(__name__)
+
+# Environment variables that override params for the sd21 profile (a local path or hub id).
+ENV_OVERRIDES = {
+    "diffusion": "BAS_SD21_DIFFUSION",
+    "clip_pretrained": "BAS_SD21_CLIP",
+    "dino": "BAS_SD21_DINO",
+    "maskformer": "BAS_SD21_MASKFORMER",
+}
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where one profile's models come from."""
+
+    profile: str
+    diffusion: str                      # diffusers layout: hub id or directory
+    clip_model: str                     # open_clip model name
+    clip_pretrained: str                # open_clip tag ("openai") or checkpoint file
+    dino: str                           # timm model name (with pretrained tag)
+    dino_file: Optional[str] = None     # local weights file for the timm model
+    dino_kwargs: dict = field(default_factory=dict)
+    maskformer: str = ""                # transformers: hub id or directory
+    clip_config_file: Optional[str] = None  # extra open_clip model config to register
+
+
+@dataclass
+class DiffusionParts:
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    noise_scheduler: Any    # DDPMScheduler, for training
+    sampler_scheduler: Any  # DDIMScheduler as PROTOCOL.md sec. 4, for generation
+    profile: str
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def vae_scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def resolution(self) -> int:
+        """Image side the model works at: latent side x VAE factor (512 sd21, 128 tiny)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+
+@dataclass
+class ScorerParts:
+    clip_model: Any
+    clip_preprocess: Callable
+    clip_tokenizer: Callable
+    dino_model: Any
+    dino_transform: Callable
+    maskformer: Any
+    maskformer_processor: Any
+    profile: str
+
+    @property
+    def panoptic_id2label(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.maskformer.config.id2label.items()}
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_sources(cfg: ModelsConfig) -> Sources:
+    if cfg.profile == "sd21":
+        src = cfg.sd21
+        values = {name: os.environ.get(env) or getattr(src, name) for name, env in ENV_OVERRIDES.items()}
+        dino_file = None
+        if Path(values["dino"]).is_file():  # a local weights file for the DINO architecture
+            dino_file, values["dino"] = values["dino"], src.dino
+        if Path(values["dino"]).is_file():
+            raise ConfigError(f"params: models.sd21.dino = {src.dino!r}: must be a timm model name")
+        return Sources(profile="sd21", diffusion=values["diffusion"], clip_model=src.clip_model,
+                       clip_pretrained=values["clip_pretrained"], dino=values["dino"],
+                       dino_file=dino_file, maskformer=values["maskformer"])
+    if cfg.profile == "tiny":
+        from bas.models import tiny
+
+        root = tiny.ensure_tiny(Path(cfg.cache_dir), cfg.tiny_seed)
+        return Sources(
+            profile="tiny", diffusion=str(root / "diffusion"), clip_model=tiny.CLIP_MODEL_NAME,
+            clip_pretrained=str(root / "clip" / "open_clip_model.pt"),
+            clip_config_file=str(root / "clip" / f"{tiny.CLIP_MODEL_NAME}.json"),
+            dino="vit_base_patch16_224.dino", dino_file=str(root / "dino" / "model.safetensors"),
+            dino_kwargs=dict(tiny.DINO_KWARGS), maskformer=str(root / "maskformer"),
+        )
+    raise ConfigError(f"params: models.profile = {cfg.profile!r}: not available yet "
+                      "(the sandbox profile lands with its own issue)")
+
+
+def _unavailable(what: str, source: str, key: str, err: Exception) -> ModelNotAvailableError:
+    env = ENV_OVERRIDES.get(key)
+    how = f"set params `models.sd21.{key}` to a local copy"
+    if env:
+        how += f" or the environment variable {env}"
+    offline = "" if hub_reachable() else " (the Hugging Face hub is not reachable from here)"
+    return ModelNotAvailableError(
+        f"{what} could not be loaded from {source!r}{offline}: "
+        f"{type(err).__name__}: {str(err).splitlines()[0][:300]}\n"
+        f"  It is downloaded from the Hugging Face hub on first use; without network, {how}."
+    )
+
+
+_HUB_REACHABLE: Optional[bool] = None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect (checked once per process).
+
+    Without this, the hub clients retry with back-off for over a minute before giving up;
+    a user without network should hear at once which model is missing.
+    """
+    global _HUB_REACHABLE
+    if _HUB_REACHABLE is None:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            _HUB_REACHABLE = False
+        else:
+            host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+            try:
+                socket.create_connection((host, 443), timeout=timeout).close()
+                _HUB_REACHABLE = True
+            except OSError:
+                _HUB_REACHABLE = False
+    return _HUB_REACHABLE
+
+
+@contextlib.contextmanager
+def _hub_mode() -> Iterator[None]:
+    """Run a load with the hub clients offline (cache only) when the hub cannot be reached."""
+    if hub_reachable():
+        yield
+        return
+    import huggingface_hub.constants as hub_constants
+
+    before = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = before
+
+
+def _from_pretrained(cls, source: str, what: str, key: str, **kwargs):
+    """`cls.from_pretrained` of a directory or hub id, failing with one clear error."""
+    try:
+        with _hub_mode():
+            return cls.from_pretrained(source, **kwargs)
+    except Exception as err:  # noqa: BLE001: any failure here means "not available"
+        raise _unavailable(what, source, key, err) from None
+
+
+def load_diffusion(cfg: ModelsConfig, sources: Optional[Sources] = None) -> DiffusionParts:
+    """The SD 2.1-base pipeline parts for `cfg.profile`, on the CPU in fp32."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    s = sources or resolve_sources(cfg)
+    what = f"{s.profile} diffusion model"
+    unet = _from_pretrained(UNet2DConditionModel, s.diffusion, f"{what} (unet)", "diffusion", subfolder="unet")
+    vae = _from_pretrained(AutoencoderKL, s.diffusion, f"{what} (vae)", "diffusion", subfolder="vae")
+    text_encoder = _from_pretrained(CLIPTextModel, s.diffusion, f"{what} (text_encoder)", "diffusion",
+                                    subfolder="text_encoder")
+    tokenizer = _from_pretrained(CLIPTokenizer, s.diffusion, f"{what} (tokenizer)", "diffusion",
+                                 subfolder="tokenizer")
+    noise_scheduler = _from_pretrained(DDPMScheduler, s.diffusion, f"{what} (scheduler)", "diffusion",
+                                       subfolder="scheduler")
+    # PROTOCOL.md sec. 4: DDIM, scaled_linear 0.00085-0.012, no clipping, alpha_T not forced to 1.
+    sampler = DDIMScheduler.from_config(
+        noise_scheduler.config, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False,
+    )
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    return DiffusionParts(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                          noise_scheduler=noise_scheduler, sampler_scheduler=sampler, profile=s.profile)
+
+
+def load_scorers(cfg: ModelsConfig, sources: Optional[Sources] = None) -> ScorerParts:
+    """CLIP (open_clip), DINO (timm) and MaskFormer (transformers) for `cfg.profile`, eval mode."""
+    import open_clip
+    import timm
+    from transformers import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
+
+    s = sources or resolve_sources(cfg)
+    if s.clip_config_file:
+        open_clip.add_model_config(s.clip_config_file)
+    try:
+        with _hub_mode():
+            clip_model, _, clip_preprocess = open_clip.create_model_and_transforms(
+                s.clip_model, pretrained=s.clip_pretrained)
+        clip_tokenizer = open_clip.get_tokenizer(s.clip_model)
+    except Exception as err:  # noqa: BLE001
+        raise _unavailable(f"{s.profile} CLIP model {s.clip_model}", s.clip_pretrained, "clip_pretrained", err) from None
+
+    try:
+        overlay = {"file": s.dino_file} if s.dino_file else None
+        with _hub_mode():
+            dino_model = timm.create_model(s.dino, pretrained=True, pretrained_cfg_overlay=overlay,
+                                           num_classes=0, **s.dino_kwargs)
+        data_cfg = timm.data.resolve_data_config({}, model=dino_model)
+        dino_transform = timm.data.create_transform(**data_cfg)
+    except Exception as err:  # noqa: BLE001
+        raise _unavailable(f"{s.profile} DINO model", s.dino_file or s.dino, "dino", err) from None
+
+    what = f"{s.profile} MaskFormer"
+    maskformer = _from_pretrained(MaskFormerForInstanceSegmentation, s.maskformer, what, "maskformer")
+    processor = _from_pretrained(MaskFormerImageProcessor, s.maskformer, f"{what} (processor)", "maskformer")
+    for module in (clip_model, dino_model, maskformer):
+        module.eval()
+    return ScorerParts(clip_model=clip_model, clip_preprocess=clip_preprocess, clip_tokenizer=clip_tokenizer,
+                       dino_model=dino_model, dino_transform=dino_transform, maskformer=maskformer,
+                       maskformer_processor=processor, profile=s.profile)
