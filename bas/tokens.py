@@ -1,0 +1,121 @@
+"""Learned concept tokens: adding them, saving them, and putting a trained run back together.
+
+One new token per concept (`<asset0>`, `<asset1>`, ...), its embedding row initialised from
+the first BPE token of the concept's class name (PROTOCOL.md sec. 2; the official code's
+fallback of copying vocabulary rows is worse). A finished training run stores the learned
+rows in `train/tokens.safetensors` and, when kept, every other trained parameter in
+`train/weights/trained.safetensors` (keys prefixed `unet.` / `text_encoder.`), so
+`apply_trained` can rebuild the personalised model from the base one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from bas.errors import DataError
+
+TOKENS_FILE = "tokens.safetensors"
+WEIGHTS_FILE = "weights/trained.safetensors"
+
+
+def placeholder(index: int) -> str:
+    return f"<asset{index}>"
+
+
+def add_placeholder_tokens(tokenizer, text_encoder, class_names: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Add one token per concept to `tokenizer` and grow the embedding; return (tokens, ids).
+
+    Each new row starts as the embedding of the first BPE token of its class name.
+    Adding tokens that already exist (a second call) reuses them and re-initialises the rows.
+    """
+    tokens = [placeholder(i) for i in range(len(class_names))]
+    tokenizer.add_tokens(tokens, special_tokens=False)
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    if len(set(ids)) != len(ids) or any(i == tokenizer.unk_token_id for i in ids):
+        raise RuntimeError(f"tokenizer did not add placeholder tokens {tokens} as new tokens")
+    text_encoder.resize_token_embeddings(len(tokenizer))
+    embeddings = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        for token_id, name in zip(ids, class_names):
+            init_ids = tokenizer.encode(name, add_special_tokens=False)
+            if not init_ids:
+                raise DataError(f"class name {name!r} has no BPE token to initialise its concept token from")
+            embeddings[token_id] = embeddings[init_ids[0]].clone()
+    return tokens, ids
+
+
+def token_rows(text_encoder, ids: Sequence[int]) -> dict[int, torch.Tensor]:
+    weight = text_encoder.get_input_embeddings().weight
+    return {i: weight[i].detach().clone() for i in ids}
+
+
+def save_tokens(path: Path, tokens: Sequence[str], ids: Sequence[int], text_encoder,
+                class_names: Sequence[str]) -> None:
+    from safetensors.torch import save_file
+
+    from bas.io import atomic_path
+
+    weight = text_encoder.get_input_embeddings().weight
+    tensors = {tok: weight[i].detach().float().cpu().contiguous() for tok, i in zip(tokens, ids)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"class_names": json.dumps(list(class_names))})
+
+
+def load_tokens(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    from safetensors import safe_open
+
+    if not path.exists():
+        raise DataError(f"learned tokens not found: {path}")
+    with safe_open(str(path), framework="pt") as f:
+        class_names = json.loads((f.metadata() or {}).get("class_names", "[]"))
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    order = sorted(tensors, key=lambda t: int(t[len("<asset"):-1]))
+    return {k: tensors[k] for k in order}, class_names
+
+
+def save_trained_weights(path: Path, modules: dict[str, torch.nn.Module], names: dict[str, Sequence[str]]) -> None:
+    """Save the named parameters of each module (`{"unet": [...], "text_encoder": [...]}`)."""
+    from safetensors.torch import save_file
+
+    from bas.io import atomic_path
+
+    tensors = {}
+    for prefix, module in modules.items():
+        params = dict(module.named_parameters())
+        for name in names.get(prefix, ()):
+            tensors[f"{prefix}.{name}"] = params[name].detach().cpu().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def apply_trained(parts, train_dir: Path) -> list[str]:
+    """Load a finished run's tokens (and trained weights, if any) into `parts`; return the tokens.
+
+    `parts` is a `bas.models.DiffusionParts` of the base model, modified in place.
+    """
+    from safetensors.torch import load_file
+
+    train_dir = Path(train_dir)
+    learned, class_names = load_tokens(train_dir / TOKENS_FILE)
+    tokens, ids = add_placeholder_tokens(parts.tokenizer, parts.text_encoder, class_names)
+    if tokens != list(learned):
+        raise DataError(f"{train_dir / TOKENS_FILE}: tokens {list(learned)} do not match classes {class_names}")
+    weights = train_dir / WEIGHTS_FILE
+    if weights.exists():
+        modules = {"unet": parts.unet, "text_encoder": parts.text_encoder}
+        for key, value in load_file(str(weights)).items():
+            prefix, name = key.split(".", 1)
+            param = dict(modules[prefix].named_parameters())[name]
+            with torch.no_grad():
+                param.copy_(value.to(param.dtype))
+    # Token rows last: a trained text encoder's embedding matrix would otherwise overwrite them.
+    embeddings = parts.text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        for token_id, token in zip(ids, tokens):
+            embeddings[token_id] = learned[token].to(embeddings.dtype)
+    return tokens

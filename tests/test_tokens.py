@@ -1,0 +1,37 @@
+import torch
+
+from bas.models import load_diffusion
+from bas.tokens import WEIGHTS_FILE, add_placeholder_tokens, apply_trained, save_tokens, save_trained_weights
+
+
+def test_new_rows_start_from_first_bpe_token_of_class(tiny_models_cfg):
+    parts = load_diffusion(tiny_models_cfg)
+    before = parts.text_encoder.get_input_embeddings().weight.detach().clone()
+    tokens, ids = add_placeholder_tokens(parts.tokenizer, parts.text_encoder, ["dining table", "dog"])
+    assert tokens == ["<asset0>", "<asset1>"]
+    weight = parts.text_encoder.get_input_embeddings().weight
+    first_of_dining = parts.tokenizer.encode("dining table", add_special_tokens=False)[0]
+    dog = parts.tokenizer.encode("dog", add_special_tokens=False)[0]
+    assert torch.equal(weight[ids[0]], before[first_of_dining])
+    assert torch.equal(weight[ids[1]], before[dog])
+    assert torch.equal(weight[: before.shape[0]], before)  # old rows untouched
+    # The tokens are single units in prompts.
+    encoded = parts.tokenizer.encode("a photo of <asset0> and <asset1>", add_special_tokens=False)
+    assert ids[0] in encoded and ids[1] in encoded
+
+
+def test_apply_trained_restores_tokens_and_weights(tmp_path, tiny_models_cfg):
+    parts = load_diffusion(tiny_models_cfg)
+    tokens, ids = add_placeholder_tokens(parts.tokenizer, parts.text_encoder, ["cat", "dog"])
+    with torch.no_grad():
+        parts.text_encoder.get_input_embeddings().weight[ids[0]] += 1.0
+        parts.unet.conv_in.bias += 0.5
+    save_tokens(tmp_path / "tokens.safetensors", tokens, ids, parts.text_encoder, ["cat", "dog"])
+    save_trained_weights(tmp_path / WEIGHTS_FILE, {"unet": parts.unet}, {"unet": ["conv_in.bias"]})
+
+    fresh = load_diffusion(tiny_models_cfg)
+    assert apply_trained(fresh, tmp_path) == tokens
+    got = fresh.text_encoder.get_input_embeddings().weight
+    want = parts.text_encoder.get_input_embeddings().weight
+    assert torch.equal(got[ids[0]], want[ids[0]]) and torch.equal(got[ids[1]], want[ids[1]])
+    assert torch.equal(fresh.unet.conv_in.bias, parts.unet.conv_in.bias)
