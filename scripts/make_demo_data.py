@@ -16,7 +16,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 from skimage import data as skdata
