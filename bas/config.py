@@ -90,7 +90,55 @@ class PathsConfig:
     storage_root: str = "data"
     scenes: str = "scenes"
     runs: str = "runs"
+    scores: str = "scores"
+    recipes: str = "recipes"
+    records: str = "records"
     reports: str = "../reports"
+
+
+@dataclass(frozen=True)
+class OrchestrationConfig:
+    """How `full_eval`, `bas train-generate` and dvc.yaml run the stages (docs/ORCHESTRATION.md).
+
+    Only scheduling lives here: nothing in this section changes a result, so none of it is a
+    DVC param of a stage that makes results.
+    """
+
+    # The methods full_eval and dvc.yaml evaluate (each a recipe under `methods:`).
+    methods: tuple[str, ...] = ("bas", "bas_no_phase1", "bas_no_masked_loss", "bas_no_attn_loss",
+                                "bas_no_union_sampling", "ti_m", "db_m", "cd_m")
+    # Prefect work pool of GPU workers that runs the per-(method, scene) flow runs; null runs
+    # them in this process (one GPU, or CPU) on whatever Prefect API is configured.
+    work_pool: Optional[str] = None
+    # Work pool of the scheduled full_eval runs (a CPU process pool on the head node): it
+    # waits on the GPU pool, so it must not take one of the GPU pool's slots.
+    controller_pool: str = "bas-controller"
+    concurrency: int = 1                # concurrency limit of the GPU pool (= its GPUs)
+    retries: int = 2                    # task retries on a transient error (not on a BasError)
+    retry_delay_seconds: float = 10.0   # first retry delay; doubles each retry (exponential backoff)
+    resubmits: int = 2                  # times a crashed or orphaned scene run is submitted again
+    heartbeat_seconds: float = 15.0     # a running scene task rewrites its attempt record this often
+    stale_after_seconds: float = 120.0  # a running attempt silent this long is orphaned (worker lost)
+    startup_grace_seconds: float = 900.0  # a claimed run with no attempt record after this is orphaned
+    poll_seconds: float = 5.0           # how often full_eval looks at the runs it submitted
+    schedule_cron: str = "0 2 * * 6"    # the scheduled full evaluation (prefect.yaml), in schedule_timezone
+    schedule_timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        _check(len(self.methods) >= 1, "orchestration.methods", self.methods, "name at least one method")
+        _check(len(set(self.methods)) == len(self.methods), "orchestration.methods", self.methods,
+               "a method is listed twice")
+        _check(self.concurrency >= 1, "orchestration.concurrency", self.concurrency, "must be >= 1")
+        _check(self.retries >= 0, "orchestration.retries", self.retries, "must be >= 0")
+        _check(self.resubmits >= 0, "orchestration.resubmits", self.resubmits, "must be >= 0")
+        for key in ("retry_delay_seconds", "heartbeat_seconds", "stale_after_seconds",
+                    "startup_grace_seconds", "poll_seconds"):
+            value = getattr(self, key)
+            _check(value > 0, f"orchestration.{key}", value, "must be > 0")
+        _check(self.stale_after_seconds > 2 * self.heartbeat_seconds, "orchestration.stale_after_seconds",
+               self.stale_after_seconds, "must exceed two heartbeats (orchestration.heartbeat_seconds)")
+        _check(len(self.schedule_cron.split()) == 5, "orchestration.schedule_cron", self.schedule_cron,
+               "expected a 5-field cron expression")
 
 
 # --------------------------------------------------------------------------- top level
@@ -102,6 +150,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -38,3 +38,43 @@ def run_dir(cfg: Config, method: str, scene_id: str) -> Path:
 
 def reports_dir(cfg: Config) -> Path:
     return (storage_root(cfg) / cfg.paths.reports).resolve()
+
+
+# Scores live outside the runs: `runs/<method>/` and `scores/<method>/` are outputs of two
+# different DVC stages, and DVC outputs must not overlap.
+def scores_dir(cfg: Config) -> Path:
+    return storage_root(cfg) / cfg.paths.scores
+
+
+def method_scores_dir(cfg: Config, method: str) -> Path:
+    return scores_dir(cfg) / method
+
+
+def scores_path(cfg: Config, method: str, scene_id: str) -> Path:
+    return method_scores_dir(cfg, method) / f"{scene_id}.parquet"
+
+
+def recipes_dir(cfg: Config) -> Path:
+    return storage_root(cfg) / cfg.paths.recipes
+
+
+def recipe_path(cfg: Config, method: str) -> Path:
+    return recipes_dir(cfg) / f"{method}.json"
+
+
+def records_dir(cfg: Config) -> Path:
+    return storage_root(cfg) / cfg.paths.records
+
+
+def attempts_dir(cfg: Config, stage: str, method: str, scene_id: str) -> Path:
+    """Attempt records of one (stage, method, scene): one JSON file per execution."""
+    return records_dir(cfg) / "attempts" / stage / method / scene_id
+
+
+def run_summaries_dir(cfg: Config) -> Path:
+    return records_dir(cfg) / "summaries"
+
+
+def prefect_results_dir(cfg: Config) -> Path:
+    """Prefect's persisted task results and cache records, shared by every worker."""
+    return records_dir(cfg) / "prefect-results"
