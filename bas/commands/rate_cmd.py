@@ -79,7 +79,7 @@ def run_serve(args: argparse.Namespace) -> int:
     port = args.port or cfg.ratings.port
     summary = study.summary()
     print(f"Rating study {study.db_path}: {summary['prompt']['pages']} prompt pages, "
-          f"{summary['identity']['pages']} identity pages, {summary['raters']['invited']} raters invited.")
+          f"{summary['identity']['pages']} identity pages, {summary['raters']['invited']} rater(s) invited.")
     print(f"Serving on http://{host}:{port}/ ; rater links come from `bas rate invite`. Ctrl-C stops.")
     if not _is_loopback(host):
         print(f"Note: bound to {host}, so other machines can reach it.", file=sys.stderr)

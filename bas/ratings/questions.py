@@ -102,7 +102,7 @@ def balanced_sample(candidates: pd.DataFrame, n: int, factors: Sequence[str], se
     Deterministic in `seed`.
     """
     if n > len(candidates):
-        raise DataError(f"the runs give only {len(candidates)} candidate questions, {n} asked for")
+        raise ValueError(f"{n} rows asked of {len(candidates)}")
     order = np.random.default_rng(seed).permutation(len(candidates))
     pool = candidates.iloc[order].reset_index(drop=True)
     codes = [pd.factorize(pool[f])[0] for f in factors]
@@ -149,8 +149,14 @@ def sample_questions(root: Path, runs_dir: Path, scenes_dir: Path, methods: Sequ
     def items(paths: tuple[str, ...]) -> tuple[Item, ...]:
         return tuple(Item(m, p) for m, p in zip(methods, paths))
 
+    def too_many(key: str, n: int, available: int, what: str) -> None:
+        if n > available:
+            raise DataError(f"ratings.{key} = {n}: the runs give only {available} {what} "
+                            f"made by every method of {', '.join(methods)}")
+
     questions = []
     if num_prompt:
+        too_many("num_prompt_questions", num_prompt, len(groups), "(scene, template, subset, seed) groups")
         chosen = balanced_sample(groups, num_prompt, ["scene_id", "subset_size", "template_id"], seed)
         questions += [Question("prompt", r.scene_id, int(r.template_id), r.template, r.subset, int(r.subset_size),
                                int(r.seed_index), r.prompt_classes, items(r.paths))
@@ -161,6 +167,7 @@ def sample_questions(root: Path, runs_dir: Path, scenes_dir: Path, methods: Sequ
         units = units.explode("concept_index", ignore_index=True)
         units["concept_index"] = units["concept_index"].astype("int64")
         units["scene_concept"] = units["scene_id"] + "#" + units["concept_index"].astype(str)
+        too_many("num_identity_questions", num_identity, len(units), "(group, concept) pairs")
         chosen = balanced_sample(units, num_identity,
                                  ["scene_id", "subset_size", "scene_concept", "template_id"], seed + 1)
         names = {s: scene_class_names(scenes_dir, s) for s in chosen["scene_id"].unique()}

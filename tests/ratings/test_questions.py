@@ -73,7 +73,7 @@ def test_only_groups_generated_by_every_method_are_asked(storage_root):
     questions = _sample(storage_root, 33, 0)
     assert (dropped.scene_id, dropped.template_id, dropped.subset) not in {
         (q.scene_id, q.template_id, q.subset) for q in questions}
-    with pytest.raises(DataError, match="only 33 candidate questions, 34 asked"):
+    with pytest.raises(DataError, match=r"ratings.num_prompt_questions = 34: the runs give only 33 \(scene, template"):
         _sample(storage_root, 34, 0)
 
 
