@@ -38,3 +38,12 @@ def run_dir(cfg: Config, method: str, scene_id: str) -> Path:
 
 def reports_dir(cfg: Config) -> Path:
     return (storage_root(cfg) / cfg.paths.reports).resolve()
+
+
+def ratings_db(cfg: Config) -> Path:
+    """The human rating study's SQLite database."""
+    return storage_root(cfg) / cfg.paths.ratings_db
+
+
+def ratings_export(cfg: Config) -> Path:
+    return storage_root(cfg) / cfg.paths.ratings_export
