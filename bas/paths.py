@@ -78,3 +78,12 @@ def run_summaries_dir(cfg: Config) -> Path:
 def prefect_results_dir(cfg: Config) -> Path:
     """Prefect's persisted task results and cache records, shared by every worker."""
     return records_dir(cfg) / "prefect-results"
+
+
+def ratings_db(cfg: Config) -> Path:
+    """The human rating study's SQLite database."""
+    return storage_root(cfg) / cfg.paths.ratings_db
+
+
+def ratings_export(cfg: Config) -> Path:
+    return storage_root(cfg) / cfg.paths.ratings_export
