@@ -111,3 +111,21 @@ def is_stale(record: dict[str, Any], stale_after_seconds: float, at: Optional[fl
     """A running record whose heartbeat is older than `stale_after_seconds`: its process is gone."""
     at = now() if at is None else at
     return record.get("status") == RUNNING and at - record.get("heartbeat_at", 0.0) > stale_after_seconds
+
+
+LOST = "lost"
+
+
+def mark_lost(directory: str | Path, run_id: str, reason: str) -> list[str]:
+    """Mark the `running` records of run `run_id` as lost (their process is gone); their ids."""
+    marked = []
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("run_id") == run_id and record.get("status") == RUNNING:
+            record.update(status=LOST, error=reason, finished_at=now())
+            atomic_write_json(path, record)
+            marked.append(record["attempt_id"])
+    return marked

@@ -22,6 +22,12 @@ COMMAND_MODULES = [
     "bas.commands.stage_cmd",
     "bas.commands.scene_cmd",
     "bas.commands.rate_cmd",
+    "bas.commands.run_cmd",
+    "bas.commands.train_generate_cmd",
+    "bas.commands.score_runs_cmd",
+    "bas.commands.recipes_cmd",
+    "bas.commands.deploy_cmd",
+    "bas.commands.worker_cmd",
 ]
 
 
@@ -60,6 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # Prefect's HTTP client logs every request at INFO; keep the terminal for progress.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         result = args.func(args)
     except BasError as err:

@@ -50,7 +50,7 @@ def method_scores_dir(cfg: Config, method: str) -> Path:
     return scores_dir(cfg) / method
 
 
-def scores_path(cfg: Config, method: str, scene_id: str) -> Path:
+def scene_scores_path(cfg: Config, method: str, scene_id: str) -> Path:
     return method_scores_dir(cfg, method) / f"{scene_id}.parquet"
 
 

@@ -1,0 +1,367 @@
+"""The evaluation's stages as library calls: what Prefect tasks and DVC stages run.
+
+    stage(cfg)                                  # scenes: COCO (or the demo) -> <root>/scenes/
+    write_recipes(cfg)                          # each method's resolved recipe -> <root>/recipes/
+    train_generate(cfg, method, scene_id)       # train (unless finished), then the image grid
+    score(cfg, method, scene_id)                # -> <root>/scores/<method>/<scene_id>.parquet
+    report(cfg)                                 # -> reports/
+
+Each is a thin composition of the library (`bas.scenes`, `bas.training`, `bas.generation`,
+`bas.scoring`, `bas.report`); nothing here knows about Prefect or DVC. `train_generate` is
+one call on purpose: the fine-tuned weights stay in memory between training and the grid,
+so they never travel between machines (on sd21 they are ~2.6 GB a scene).
+
+Every scene stage is idempotent and content-keyed. Its *fingerprint* hashes what its
+outputs depend on (the scene's content hash, the method's resolved recipe, the settings
+that decide pixels or scores, and the version of the code that makes them); a finished
+stage leaves a small marker holding its fingerprint, written last, and is skipped (without
+loading a model) while the fingerprint matches. Prefect's cache keys are these fingerprints.
+Each execution leaves an attempt record (`bas.attempts`) with its summary.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Optional, Sequence
+
+from bas import attempts, paths
+from bas.config import Config, to_dict
+from bas.errors import DataError
+from bas.io import atomic_write_json, atomic_write_parquet
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# The code each stage's outputs depend on (files or packages under bas/), for its fingerprint.
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "train_generate": ("training", "generation", "models", "scenes", "tokens.py", "batching.py",
+                       "scene_reader.py", "pipeline.py"),
+    "score": ("scoring", "models", "scenes", "scene_reader.py", "batching.py", "pipeline.py"),
+}
+DONE_FILE = "done.json"  # in a run directory: train + grid finished for this fingerprint
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(stage: str) -> str:
+    """SHA-256 over the source of the modules `stage`'s outputs depend on."""
+    h = hashlib.sha256()
+    for entry in STAGE_CODE[stage]:
+        target = PACKAGE_DIR / entry
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target] if target.exists() else []
+        for path in files:
+            h.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def scene_content_hash(cfg: Config, scene_id: str) -> str:
+    """The staged scene's content hash, from its scene.json (no image is read)."""
+    scene_json = paths.scenes_dir(cfg) / scene_id / "scene.json"
+    info = _read_json(scene_json)
+    if info is None or "content_hash" not in info:
+        raise DataError(f"scene {scene_id!r}: {scene_json} is missing or unreadable (stage the scenes first)")
+    return info["content_hash"]
+
+
+def train_generate_fingerprint(cfg: Config, method: str, scene_id: str) -> str:
+    from bas.training.engine import run_key
+    from bas.training.methods import get_recipe
+
+    scene = SimpleNamespace(scene_id=scene_id, content_hash=scene_content_hash(cfg, scene_id))
+    return _digest({"train": run_key(cfg, method, get_recipe(cfg, method), scene),
+                    "generation": to_dict(cfg.generation), "seed": cfg.seed,
+                    "code": code_version("train_generate")})
+
+
+def train_generate_done(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None) -> bool:
+    """True when the run directory holds the finished training and grid for `fingerprint`."""
+    run = paths.run_dir(cfg, method, scene_id)
+    fingerprint = fingerprint or train_generate_fingerprint(cfg, method, scene_id)
+    done = _read_json(run / DONE_FILE)
+    return bool(done) and done.get("fingerprint") == fingerprint and paths.manifest_path(run).exists()
+
+
+def score_fingerprint(cfg: Config, method: str, scene_id: str) -> str:
+    done = _read_json(paths.run_dir(cfg, method, scene_id) / DONE_FILE) or {}
+    return _digest({"run": done.get("fingerprint"), "scoring": to_dict(cfg.scoring),
+                    "models": to_dict(cfg.models), "code": code_version("score")})
+
+
+def _score_marker(cfg: Config, method: str, scene_id: str) -> Path:
+    return paths.scene_scores_path(cfg, method, scene_id).with_suffix(".json")
+
+
+def score_done(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None) -> bool:
+    fingerprint = fingerprint or score_fingerprint(cfg, method, scene_id)
+    marker = _read_json(_score_marker(cfg, method, scene_id))
+    return (bool(marker) and marker.get("fingerprint") == fingerprint
+            and paths.scene_scores_path(cfg, method, scene_id).exists())
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def stage(cfg: Config) -> dict:
+    """Stage the COCO scenes of `cfg.scenes` into `<root>/scenes/` (idempotent)."""
+    from bas.scenes import stage_coco
+
+    report = stage_coco(cfg.scenes, paths.scenes_dir(cfg))
+    return {"selected": report.selected, "written": report.written, "unchanged": report.unchanged,
+            "dropped": report.dropped, "skipped": [str(s) for s in report.skipped],
+            "index_written": report.index_written}
+
+
+def scene_ids(cfg: Config) -> list[str]:
+    """The scenes of the current selection, in index order."""
+    from bas.scenes.index import read_index
+
+    index_path = paths.scene_index(cfg)
+    if not index_path.exists():
+        raise DataError(f"no scene index at {index_path}: stage the scenes first (`bas stage`)")
+    return list(dict.fromkeys(read_index(index_path)["scene_id"].tolist()))
+
+
+def write_recipes(cfg: Config) -> dict:
+    """Write `<root>/recipes/<method>.json`, the resolved recipe (includes merged) of each method.
+
+    dvc.yaml makes each method's train stage depend on its file, so a change to a recipe
+    a method includes reruns that method, and a change to another method does not.
+    Unchanged files are not rewritten.
+    """
+    from bas.training.methods import get_recipe
+
+    written = []
+    for method in cfg.orchestration.methods:
+        path = paths.recipe_path(cfg, method)
+        content = {"method": method, "recipe": to_dict(get_recipe(cfg, method))}
+        if _read_json(path) != content:
+            atomic_write_json(path, content)
+            written.append(method)
+    return {"methods": list(cfg.orchestration.methods), "written": written}
+
+
+def _image_stats(images_dir: Path) -> dict[str, tuple[int, int]]:
+    if not images_dir.is_dir():
+        return {}
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in images_dir.glob("*.png")}
+
+
+def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None) -> dict:
+    """Train `method` on the scene (unless finished), then make the missing images of its grid.
+
+    The grid is made with the model still in memory after training; when training was
+    already finished, the trained tokens/weights are loaded from the run directory, and
+    only if an image is missing. Returns a summary (also in the attempt record).
+    """
+    from bas.generation.run import generate_grid, generate_run
+    from bas.models import load_diffusion, pick_device
+    from bas.scenes import load_scene
+    from bas.training.engine import TRAIN_DIR, is_complete, run_key, train_scene
+    from bas.training.methods import get_recipe
+
+    run = paths.run_dir(cfg, method, scene_id)
+    fingerprint = train_generate_fingerprint(cfg, method, scene_id)
+    record_dir = paths.attempts_dir(cfg, "train_generate", method, scene_id)
+    with attempts.attempt(record_dir, "train_generate", method, scene_id,
+                          cfg.orchestration.heartbeat_seconds, run_id) as record:
+        summary = {"stage": "train_generate", "method": method, "scene_id": scene_id, "fingerprint": fingerprint,
+                   "trained": False, "images": 0, "images_generated": 0, "train_seconds": 0.0,
+                   "generate_seconds": 0.0, "device": str(pick_device())}
+        if train_generate_done(cfg, method, scene_id, fingerprint):
+            log.info("%s/%s: training and grid already finished", method, scene_id)
+            summary["images"] = _count_manifest(paths.manifest_path(run))
+        else:
+            scene = load_scene(paths.scenes_dir(cfg) / scene_id)
+            before = _image_stats(paths.images_dir(run))
+            started = time.perf_counter()
+            key = run_key(cfg, method, get_recipe(cfg, method), scene)
+            if is_complete(run / TRAIN_DIR, key, cfg.training.keep_weights):
+                manifest = generate_run(cfg, method, scene_id, run)
+                summary["generate_seconds"] = time.perf_counter() - started
+            else:
+                device = pick_device()
+                parts = load_diffusion(cfg.models)
+                result = train_scene(cfg, method, scene, run, parts=parts, device=device)
+                summary["trained"] = not result.skipped
+                trained_at = time.perf_counter()
+                summary["train_seconds"] = trained_at - started
+                tokens = result.summary["placeholders"]
+                manifest = generate_grid(parts, tokens, scene, method, cfg, run)
+                summary["generate_seconds"] = time.perf_counter() - trained_at
+            after = _image_stats(paths.images_dir(run))
+            summary["images"] = len(manifest)
+            summary["images_generated"] = sum(1 for name, stat in after.items() if before.get(name) != stat)
+            atomic_write_json(run / DONE_FILE, {"fingerprint": fingerprint, "images": len(manifest)})
+        record.data["summary"] = summary
+    return summary
+
+
+def _count_manifest(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+
+
+@functools.lru_cache(maxsize=1)
+def _scorer(models_cfg, scoring_cfg):
+    """One scorer a process: the scoring models load once for all the scenes it scores."""
+    from bas.scoring.score import make_scorer
+
+    return make_scorer(SimpleNamespace(models=models_cfg, scoring=scoring_cfg))
+
+
+def score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None) -> dict:
+    """Score the (method, scene) grid into `<root>/scores/<method>/<scene_id>.parquet`."""
+    import pandas as pd
+
+    from bas.scoring.score import SceneCache, score_manifest, summary as score_summary
+
+    run = paths.run_dir(cfg, method, scene_id)
+    out = paths.scene_scores_path(cfg, method, scene_id)
+    record_dir = paths.attempts_dir(cfg, "score", method, scene_id)
+    with attempts.attempt(record_dir, "score", method, scene_id, cfg.orchestration.heartbeat_seconds,
+                          run_id) as record:
+        fingerprint = score_fingerprint(cfg, method, scene_id)
+        summary = {"stage": "score", "method": method, "scene_id": scene_id, "fingerprint": fingerprint,
+                   "scored": False, "rows": 0, "score_seconds": 0.0}
+        if score_done(cfg, method, scene_id, fingerprint):
+            log.info("%s/%s: already scored", method, scene_id)
+            summary["rows"] = _count_manifest(out)
+        else:
+            manifest_file = paths.manifest_path(run)
+            if not train_generate_done(cfg, method, scene_id):
+                raise DataError(f"{method}/{scene_id}: no finished grid in {run} for the current params "
+                                "(run train_generate first)")
+            started = time.perf_counter()
+            scorer = _scorer(cfg.models, cfg.scoring)
+            scores = score_manifest(pd.read_parquet(manifest_file), run, SceneCache(paths.scenes_dir(cfg)),
+                                    scorer, progress=False)
+            atomic_write_parquet(out, scores)
+            summary.update(scored=True, rows=len(scores), score_seconds=time.perf_counter() - started,
+                           device=str(scorer.device), means=score_summary(scores))
+            atomic_write_json(_score_marker(cfg, method, scene_id), {"fingerprint": fingerprint, "rows": len(scores)})
+        record.data["summary"] = summary
+    return summary
+
+
+def report(cfg: Config) -> dict:
+    """Write the comparison report of every scored method into `reports/`."""
+    from bas.report import build_report
+
+    outputs = build_report(results_dir=paths.scores_dir(cfg), out_dir=paths.reports_dir(cfg), cfg=cfg.report,
+                           scenes_dir=paths.scenes_dir(cfg))
+    return {"html": str(outputs.html), "out_dir": str(paths.reports_dir(cfg))}
+
+
+# --------------------------------------------------------------------------- run summary
+
+
+@dataclass
+class Outcome:
+    """How one (stage, method, scene) ended in an orchestrated run."""
+
+    stage: str
+    method: str
+    scene_id: str
+    status: str                       # "completed", "cached" (nothing executed) or "failed"
+    run_ids: list[str] = field(default_factory=list)  # the runs submitted for it, in order
+    error: Optional[str] = None
+    summary: Optional[dict] = None    # the attempt's summary when it executed
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("completed", "cached")
+
+
+def executed_summary(cfg: Config, stage_name: str, method: str, scene_id: str, run_id: Optional[str]) -> Optional[dict]:
+    """The summary of the attempt run `run_id` completed, or None when it executed nothing (cached)."""
+    records = attempts.read_attempts(paths.attempts_dir(cfg, stage_name, method, scene_id))
+    done = [r for r in records if r.get("run_id") == run_id and r.get("status") == attempts.COMPLETED]
+    return done[-1].get("summary") if done else None
+
+
+def run_summary(cfg: Config, outcomes: Sequence[Outcome], wall_seconds: float, flow: str = "full_eval",
+                extra: Optional[dict] = None) -> dict:
+    """Scenes, images, failures, wall time and device time per stage of one orchestrated run."""
+    scenes = sorted({o.scene_id for o in outcomes})
+    device_seconds = {"train": 0.0, "generate": 0.0, "score": 0.0}
+    devices, hosts = set(), set()
+    images = generated = 0
+    for o in outcomes:
+        s = o.summary or {}
+        device_seconds["train"] += s.get("train_seconds", 0.0)
+        device_seconds["generate"] += s.get("generate_seconds", 0.0)
+        device_seconds["score"] += s.get("score_seconds", 0.0)
+        if s.get("device"):
+            devices.add(s["device"])
+        if o.stage == "train_generate" and o.ok:
+            images += _count_manifest(paths.manifest_path(paths.run_dir(cfg, o.method, o.scene_id)))
+            generated += s.get("images_generated", 0)
+    for o in outcomes:
+        for record in attempts.read_attempts(paths.attempts_dir(cfg, o.stage, o.method, o.scene_id)):
+            if record.get("run_id") in o.run_ids:
+                hosts.add(record.get("worker"))
+    failures = [{"stage": o.stage, "method": o.method, "scene_id": o.scene_id, "error": o.error}
+                for o in outcomes if not o.ok]
+    counts: dict[str, dict[str, int]] = {}
+    for o in outcomes:
+        counts.setdefault(o.stage, {}).setdefault(o.status, 0)
+        counts[o.stage][o.status] += 1
+    return {
+        "flow": flow, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "methods": sorted({o.method for o in outcomes}), "scenes": scenes, "num_scenes": len(scenes),
+        "images": images, "images_generated": generated, "stages": counts, "failures": failures,
+        "wall_seconds": round(wall_seconds, 2),
+        "device_seconds": {k: round(v, 2) for k, v in device_seconds.items()},
+        "devices": sorted(devices), "workers": sorted(h for h in hosts if h),
+        "outcomes": [asdict(o) for o in outcomes], **(extra or {}),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The run summary as the lines printed at the end of a run."""
+    device = ", ".join(summary["devices"]) or "-"
+    per_stage = ", ".join(f"{stage} {secs:.1f}s" for stage, secs in summary["device_seconds"].items())
+    stages = "; ".join(f"{stage}: " + ", ".join(f"{n} {status}" for status, n in sorted(c.items()))
+                       for stage, c in summary["stages"].items())
+    lines = [
+        f"{summary['flow']}: {summary['num_scenes']} scenes x {len(summary['methods'])} methods "
+        f"({', '.join(summary['methods'])})",
+        f"  images: {summary['images']} in the grids, {summary['images_generated']} made in this run",
+        f"  stages: {stages or '-'}",
+        f"  wall time: {summary['wall_seconds']:.1f}s; device time ({device}): {per_stage}",
+        f"  workers: {', '.join(summary['workers']) or '-'}",
+        f"  failures: {len(summary['failures'])}",
+    ]
+    lines += [f"    {f['stage']} {f['method']}/{f['scene_id']}: {f['error']}" for f in summary["failures"]]
+    return "\n".join(lines)
+
+
+def write_run_summary(cfg: Config, summary: dict) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    path = paths.run_summaries_dir(cfg) / f"{stamp}-{summary['flow']}-{os.getpid()}.json"
+    atomic_write_json(path, summary)
+    return path
