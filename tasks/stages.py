@@ -6,9 +6,10 @@ What makes them tasks rather than plain calls:
 - the expensive per-(method, scene) tasks are cached on content: the key is the library's
   fingerprint of what the outputs depend on (scene content hash, the method's resolved
   recipe, the settings that decide pixels or scores, and the version of the code that makes
-  them). The key is offered only when the outputs for that fingerprint are complete on disk,
-  so a cache record never stands in for deleted or stale files. Results and cache records
-  are persisted under `<storage_root>/records/prefect-results`, which every worker shares.
+  them). A cache record is valid only while the outputs it stands for are on disk: when they
+  are missing (deleted, or removed by DVC before it reruns a stage), the key function drops
+  the record first, so the task runs. Results and cache records are persisted as JSON under
+  `<storage_root>/records/prefect-results`, which every worker shares.
 
 `configured(task, cfg)` applies the run's `orchestration` settings; flows call tasks
 through it so that no number lives in orchestration code.
@@ -21,7 +22,6 @@ from typing import Any, Optional
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 from prefect.tasks import Task, exponential_backoff
 
@@ -45,7 +45,8 @@ def configured(task_: Task, cfg: Config) -> Task:
     return task_.with_options(
         retries=orch.retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=orch.retry_delay_seconds),
-        result_storage=LocalFileSystem(basepath=str(paths.prefect_results_dir(cfg).resolve())),
+        result_storage=paths.prefect_results_dir(cfg).resolve(),
+        result_serializer="json",
     )
 
 
@@ -53,16 +54,25 @@ def _run_id() -> Optional[str]:
     return flow_run.get_id()
 
 
-def _train_generate_key(context: TaskRunContext, parameters: dict[str, Any]) -> Optional[str]:
+def _content_key(stage: str, parameters: dict[str, Any]) -> str:
     cfg, method, scene_id = parameters["cfg"], parameters["method"], parameters["scene_id"]
-    key = pipeline.train_generate_fingerprint(cfg, method, scene_id)
-    return f"train_generate-{method}-{scene_id}-{key}" if pipeline.train_generate_done(cfg, method, scene_id, key) else None
+    fingerprint, done = {
+        "train_generate": (pipeline.train_generate_fingerprint, pipeline.train_generate_done),
+        "score": (pipeline.score_fingerprint, pipeline.score_done),
+    }[stage]
+    key = fingerprint(cfg, method, scene_id)
+    cache_key = f"{stage}-{method}-{scene_id}-{key}"
+    if not done(cfg, method, scene_id, key):  # outputs gone: the record must not stand in for them
+        (paths.prefect_results_dir(cfg).resolve() / cache_key).unlink(missing_ok=True)
+    return cache_key
 
 
-def _score_key(context: TaskRunContext, parameters: dict[str, Any]) -> Optional[str]:
-    cfg, method, scene_id = parameters["cfg"], parameters["method"], parameters["scene_id"]
-    key = pipeline.score_fingerprint(cfg, method, scene_id)
-    return f"score-{method}-{scene_id}-{key}" if pipeline.score_done(cfg, method, scene_id, key) else None
+def _train_generate_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return _content_key("train_generate", parameters)
+
+
+def _score_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return _content_key("score", parameters)
 
 
 @task(name="stage-scenes", cache_policy=NO_CACHE, retry_condition_fn=is_transient)

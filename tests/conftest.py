@@ -51,3 +51,16 @@ def tiny_scorers(tiny_models_cfg):
     from bas.models import load_scorers
 
     return load_scorers(tiny_models_cfg)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server` on 127.0.0.1 (free port, own PREFECT_HOME) for the session."""
+    from prefect_harness import start_server, stop
+
+    server = start_server(tmp_path_factory.mktemp("prefect-home"))
+    try:
+        yield server
+    finally:
+        server.stop_workers()
+        stop(server.process)
