@@ -133,3 +133,9 @@ def make_untrained_run(tiny_models_cfg):
         write_untrained_run(tiny_models_cfg, run_dir, method, scene_id, class_names)
         return run_dir
     return make
+
+
+@pytest.fixture(scope="session")
+def coco_scene_writer(coco_root):
+    """Callable (image_id, scenes_dir) -> scene id: writes one COCO_SCENES scene."""
+    return lambda image_id, scenes_dir, resolution=128: write_coco_scene(coco_root, image_id, scenes_dir, resolution)
