@@ -60,6 +60,8 @@ class ModelsConfig:
 class ScenesConfig:
     """PROTOCOL.md section 1 (BaS appendix B.2)."""
 
+    # A COCO root; when missing, staging uses the demo source in bas/data/demo ("demo" asks
+    # for it explicitly). See bas.scenes.resolve_coco_root.
     coco_root: str = "../shared/coco-sample"
     split: str = "train2017"
     min_area_fraction: float = 0.15
@@ -167,6 +169,48 @@ class PathsConfig:
     scenes: str = "scenes"
     runs: str = "runs"
     reports: str = "../reports"
+    # The human rating study's database (SQLite, WAL) and its Parquet export.
+    ratings_db: str = "ratings.sqlite"
+    ratings_export: str = "ratings.parquet"
+
+
+@dataclass(frozen=True)
+class RatingsConfig:
+    """The human rating study (BaS appendix B.3), run by `bas rate`.
+
+    A question is one page: a prompt question shows every method's image for one
+    (scene, template, subset, seed); an identity question shows, for one concept of such a
+    group, the masked input object beside every method's image. BaS collected 3 ratings per
+    rated image and 1215 ratings per task with 5 methods: 1215 / 3 / 5 = 81 pages a task.
+    """
+
+    ratings_per_question: int = 3
+    num_prompt_questions: int = 81
+    num_identity_questions: int = 81
+    # Seeds the question sample and each rater's image order.
+    seed: int = 0
+    # Methods in the study, as named under runs/; empty = every method with a manifest.
+    methods: tuple[str, ...] = ()
+    # A page handed to a rater is held for them this long (BaS allotted one hour a task).
+    reservation_minutes: int = 60
+    # The server binds to loopback unless the user asks otherwise.
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    def __post_init__(self) -> None:
+        _check(self.ratings_per_question >= 1, "ratings.ratings_per_question", self.ratings_per_question,
+               "must be >= 1")
+        _check(self.num_prompt_questions >= 0, "ratings.num_prompt_questions", self.num_prompt_questions,
+               "must be >= 0")
+        _check(self.num_identity_questions >= 0, "ratings.num_identity_questions",
+               self.num_identity_questions, "must be >= 0")
+        _check(self.num_prompt_questions + self.num_identity_questions >= 1, "ratings.num_prompt_questions",
+               self.num_prompt_questions, "the study needs at least one question of either task")
+        _check(len(set(self.methods)) == len(self.methods), "ratings.methods", self.methods,
+               "a method is listed twice")
+        _check(self.reservation_minutes >= 1, "ratings.reservation_minutes", self.reservation_minutes,
+               "must be >= 1")
+        _check(1 <= self.port <= 65535, "ratings.port", self.port, "must be a TCP port, 1-65535")
 
 
 # --------------------------------------------------------------------------- top level
@@ -180,6 +224,7 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    ratings: RatingsConfig = field(default_factory=RatingsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -40,6 +40,15 @@ def reports_dir(cfg: Config) -> Path:
     return (storage_root(cfg) / cfg.paths.reports).resolve()
 
 
+def ratings_db(cfg: Config) -> Path:
+    """The human rating study's SQLite database."""
+    return storage_root(cfg) / cfg.paths.ratings_db
+
+
+def ratings_export(cfg: Config) -> Path:
+    return storage_root(cfg) / cfg.paths.ratings_export
+
+
 def scene_dir(cfg: Config, scene_id: str) -> Path:
     return scenes_dir(cfg) / scene_id
 

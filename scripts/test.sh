@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
-[[ -x scripts/install-test-deps.sh ]] && bash scripts/install-test-deps.sh
+bash scripts/install-test-deps.sh
 exec python -m pytest "$@"

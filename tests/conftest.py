@@ -12,20 +12,24 @@ from bas.config import ModelsConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _shared_dir() -> Path | None:
-    for candidate in (os.environ.get("BAS_SHARED"), REPO.parent / "shared", Path("/work/shared")):
-        if candidate and (Path(candidate) / "coco-sample").is_dir():
+def shared_dir() -> Path | None:
+    """$BAS_SHARED, else <repo>/../shared, else /work/shared; None when none exists."""
+    candidates = [os.environ.get("BAS_SHARED"), REPO.parent / "shared", "/work/shared"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
             return Path(candidate)
     return None
 
 
 @pytest.fixture(scope="session")
 def coco_root() -> Path:
-    shared = _shared_dir()
-    if shared is None:
-        pytest.skip("real COCO sample not found: expected ../shared/coco-sample beside the repo "
-                    "(or set BAS_SHARED to the folder that holds coco-sample/)")
-    return shared / "coco-sample"
+    """The real COCO sample (64 images); the test is skipped, saying why, when it is absent."""
+    shared = shared_dir()
+    root = shared / "coco-sample" if shared else None
+    if root is None or not (root / "annotations" / "instances_train2017.json").exists():
+        pytest.skip("COCO sample not found: set BAS_SHARED to the folder holding coco-sample/ "
+                    "(looked in $BAS_SHARED, <repo>/../shared, /work/shared)")
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +40,7 @@ def tiny_models_cfg() -> ModelsConfig:
 
 @pytest.fixture(scope="session")
 def tiny_parts(tiny_models_cfg):
+    """Base tiny diffusion parts, shared by the session: never modify them in a test."""
     from bas.models import load_diffusion
 
     return load_diffusion(tiny_models_cfg)
@@ -60,33 +65,30 @@ COCO_SCENES = {  # image id -> its two concepts (each one instance covering >= 1
 
 def write_coco_scene(coco_root: Path, image_id: int, scenes_dir: Path, resolution: int = 128) -> str:
     """Write `coco-train2017-<id>` (square crop, masks of the COCO_SCENES classes) under scenes_dir."""
-    import json
-
     import numpy as np
     from PIL import Image
-    from pycocotools.coco import COCO
+
+    from bas.scenes import write_scene
+    from bas.scenes.scene import make_scene
 
     coco = _coco(coco_root)
     info = coco.loadImgs(image_id)[0]
     side = min(info["height"], info["width"])
     top, left = (info["height"] - side) // 2, (info["width"] - side) // 2
-    scene_id = f"coco-train2017-{image_id}"
-    out = scenes_dir / scene_id
-    out.mkdir(parents=True, exist_ok=True)
     image = Image.open(coco_root / "train2017" / info["file_name"]).convert("RGB")
-    image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.BICUBIC).save(
-        out / "image.png")
-    concepts = []
-    for index, name in enumerate(COCO_SCENES[image_id]):
+    image = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.BICUBIC)
+    masks, cat_ids = [], []
+    for name in COCO_SCENES[image_id]:
         cat_id = coco.getCatIds(catNms=[name])[0]
         ann = max(coco.loadAnns(coco.getAnnIds(imgIds=image_id, catIds=[cat_id], iscrowd=False)),
                   key=lambda a: a["area"])
         mask = coco.annToMask(ann)[top : top + side, left : left + side].astype(np.uint8) * 255
-        Image.fromarray(mask).resize((resolution, resolution), Image.NEAREST).save(out / f"mask_{index}.png")
-        concepts.append({"index": index, "class_name": name, "category_id": cat_id, "mask": f"mask_{index}.png"})
-    (out / "scene.json").write_text(json.dumps({"scene_id": scene_id, "resolution": resolution,
-                                                "content_hash": f"test-{image_id}", "concepts": concepts}))
-    return scene_id
+        masks.append(np.asarray(Image.fromarray(mask).resize((resolution, resolution), Image.NEAREST)) > 127)
+        cat_ids.append(cat_id)
+    scene = make_scene(f"coco-train2017-{image_id}", image, masks, list(COCO_SCENES[image_id]), cat_ids,
+                       {"kind": "coco", "split": "train2017", "image_id": image_id, "file_name": info["file_name"]})
+    write_scene(scene, scenes_dir / scene.scene_id)
+    return scene.scene_id
 
 
 _COCO = {}

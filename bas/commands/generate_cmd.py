@@ -45,17 +45,17 @@ def run(args: argparse.Namespace) -> int:
 def _print_count(cfg, scenes_dir: Path) -> int:
     from bas.errors import DataError
     from bas.generation.grid import grid_size, seeds_for_total, total_grid_size
-    from bas.scene_reader import SCENE_FILE, read_scene
+    from bas.scenes import load_scenes
 
-    scene_dirs = sorted(p.parent for p in scenes_dir.glob(f"*/{SCENE_FILE}"))
-    if not scene_dirs:
-        raise DataError(f"no scenes in {scenes_dir} (expected <scene_id>/{SCENE_FILE})")
+    scenes = load_scenes(scenes_dir)
+    if not scenes:
+        raise DataError(f"no scenes in {scenes_dir} (run `bas stage` or `bas scene add` first)")
     gen = cfg.generation
     counts = []
-    for scene_dir in scene_dirs:
-        n = len(read_scene(scene_dir).class_names)
+    for scene in scenes:
+        n = len(scene.class_names)
         counts.append(n)
-        print(f"{scene_dir.name}: {n} concepts -> {grid_size(n, len(gen.templates), gen.seeds)} images")
+        print(f"{scene.scene_id}: {n} concepts -> {grid_size(n, len(gen.templates), gen.seeds)} images")
     total = total_grid_size(counts, gen)
     print(f"total: {total} images a method ({len(counts)} scenes, {len(gen.templates)} templates, "
           f"{gen.seeds} seed(s))")

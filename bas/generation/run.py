@@ -219,7 +219,7 @@ def generate_run(cfg: Config, method: str, scene_id: str, run: Optional[str | Pa
                  scenes_dir: Optional[str | Path] = None, *, progress: bool = True) -> pd.DataFrame:
     """Generate the grid of a trained run directory (default `paths.run_dir(cfg, method, scene_id)`)."""
     from bas.models import load_diffusion, pick_device
-    from bas.scene_reader import read_scene
+    from bas.scenes import load_scene
     from bas.tokens import TOKENS_FILE, apply_trained, load_tokens
 
     run = Path(run) if run else paths.run_dir(cfg, method, scene_id)
@@ -227,7 +227,7 @@ def generate_run(cfg: Config, method: str, scene_id: str, run: Optional[str | Pa
     if meta["scene_id"] != scene_id:
         raise DataError(f"{paths.train_dir(run) / 'train.json'}: trained on scene {meta['scene_id']!r}, "
                         f"not {scene_id!r}")
-    scene = read_scene(Path(scenes_dir) / scene_id if scenes_dir else paths.scene_dir(cfg, scene_id))
+    scene = load_scene(Path(scenes_dir) / scene_id if scenes_dir else paths.scene_dir(cfg, scene_id))
     if list(meta["class_names"]) != list(scene.class_names):
         raise DataError(f"{run}: trained on classes {meta['class_names']} but scene {scene_id} has "
                         f"{scene.class_names}")

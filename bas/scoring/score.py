@@ -45,10 +45,10 @@ from bas.config import Config, GenerationConfig, ScoringConfig
 from bas.errors import DataError
 from bas.generation.grid import class_phrase, parse_image_key, parse_subset, subset_label
 from bas.io import atomic_write_parquet
-from bas.scene_reader import Scene, read_scene
+from bas.scenes import Scene, load_scene
+from bas.scenes.masking import masked_concept
 from bas.scoring.clip_scores import ClipEmbedder
 from bas.scoring.dino_scores import DinoEmbedder
-from bas.scoring.masking import masked_concept
 from bas.scoring.schema import MANIFEST_COLUMNS, METRICS, SCORE_COLUMNS, frame, validate
 from bas.scoring.segment import MaskFormerSegmenter, Segmentation
 
@@ -166,7 +166,7 @@ class SceneCache:
 
     def __call__(self, scene_id: str) -> Scene:
         if scene_id not in self._scenes:
-            self._scenes[scene_id] = read_scene(self.scenes_dir / scene_id)
+            self._scenes[scene_id] = load_scene(self.scenes_dir / scene_id)
         return self._scenes[scene_id]
 
 

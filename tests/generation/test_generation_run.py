@@ -9,7 +9,7 @@ from bas import config, paths
 from bas.generation import run as gen_run
 from bas.generation.run import generate_grid, generate_run, regenerate_image
 from bas.models import load_diffusion
-from bas.scene_reader import read_scene
+from bas.scenes import load_scene
 from bas.scoring.schema import MANIFEST_COLUMNS, validate
 from bas.tokens import apply_trained
 
@@ -28,7 +28,7 @@ def trained(tmp_path, tiny_models_cfg, coco_scenes, make_untrained_run):
     """(cfg, run dir, scene, trained parts, tokens) for the cat+couch scene."""
     cfg = make_cfg(tmp_path, tiny_models_cfg)
     run = paths.run_dir(cfg, "bas", SCENE)
-    scene = read_scene(coco_scenes / SCENE)
+    scene = load_scene(coco_scenes / SCENE)
     make_untrained_run(run, "bas", SCENE, scene.class_names)
     parts = load_diffusion(tiny_models_cfg)
     tokens = apply_trained(parts, paths.train_dir(run))

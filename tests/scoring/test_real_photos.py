@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from bas.cli import main
-from bas.scene_reader import read_scene
+from bas.scenes import load_scene
 from bas.scoring.schema import SCORE_COLUMNS, validate
 
 
@@ -14,7 +14,7 @@ def test_real_photos_score_against_their_own_scenes(coco_scenes, tiny_models_cfg
     folder = tmp_path / "photos"
     expected_rows = 0
     for scene_dir in sorted(coco_scenes.iterdir()):
-        scene = read_scene(scene_dir)
+        scene = load_scene(scene_dir)
         (folder / scene.scene_id).mkdir(parents=True)
         # The photo itself stands for a generated image of both concepts, and of the first alone.
         scene.image.save(folder / scene.scene_id / "t00_c0+1_s000.png")

@@ -6,9 +6,9 @@ import pytest
 
 from bas import config
 from bas.errors import DataError
-from bas.scene_reader import read_scene
+from bas.scenes import load_scene
 from bas.scoring.dino_scores import DinoEmbedder
-from bas.scoring.masking import masked_concept
+from bas.scenes.masking import masked_concept
 from bas.scoring.schema import METRICS, SCORE_COLUMNS, validate
 from bas.scoring.score import Scorer, composite_score, score_folder
 from bas.scoring.segment import Segmentation
@@ -30,7 +30,7 @@ def cat_only_segmenter(scene):
 
 
 def test_masked_input_as_generated_image_scores_identity_one(cfg, tiny_scorers, coco_scenes, tmp_path):
-    scene = read_scene(coco_scenes / SCENE)
+    scene = load_scene(coco_scenes / SCENE)
     folder = tmp_path / "other-method" / SCENE
     folder.mkdir(parents=True)
     masked_cat = masked_concept(scene.image, scene.masks[0])
@@ -89,7 +89,7 @@ def test_composite_score_matches_mifo_table_2(sim_c, sim_d, nsim_d, cs):
 
 
 def test_folder_with_a_csv_manifest(cfg, tiny_scorers, coco_scenes, tmp_path):
-    scene = read_scene(coco_scenes / SCENE)
+    scene = load_scene(coco_scenes / SCENE)
     folder = tmp_path / "theirs"
     folder.mkdir()
     scene.image.save(folder / "anything.jpg")
@@ -106,7 +106,7 @@ def test_folder_with_a_csv_manifest(cfg, tiny_scorers, coco_scenes, tmp_path):
 
 def test_folder_with_unnamed_images_and_no_manifest_is_refused(cfg, tiny_scorers, coco_scenes, tmp_path):
     (tmp_path / "x" / SCENE).mkdir(parents=True)
-    read_scene(coco_scenes / SCENE).image.save(tmp_path / "x" / SCENE / "img001.png")
+    load_scene(coco_scenes / SCENE).image.save(tmp_path / "x" / SCENE / "img001.png")
     with pytest.raises(DataError, match="t<template>_c<subset>_s<seed>"):
         score_folder(cfg, tmp_path / "x", coco_scenes, scorer=Scorer(tiny_scorers, cfg.scoring), progress=False)
     (tmp_path / "x" / SCENE / "img001.png").rename(tmp_path / "x" / SCENE / "t00_c0+2_s000.png")

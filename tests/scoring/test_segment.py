@@ -23,3 +23,20 @@ def test_maskformer_segments_each_image_at_its_own_size(tiny_scorers):
         assert r.classes <= labels
         for name in r.classes:
             assert r.class_mask(name).any()
+
+
+def test_class_mask_keeps_only_that_class_union():
+    from bas.scenes.masking import masked_concept
+    from bas.scoring.segment import Segmentation
+
+    segment_map = np.array([[1, 1, 2, 0],
+                            [3, 3, 2, 0]])
+    seg = Segmentation(segment_map, {1: "dog", 2: "cat", 3: "dog"})
+    dog = seg.class_mask("dog")
+    assert np.array_equal(dog, np.isin(segment_map, [1, 3]))            # both dog segments, nothing else
+    assert np.array_equal(seg.class_mask("cat"), segment_map == 2)
+    assert not seg.class_mask("couch").any()
+    assert seg.classes == {"dog", "cat"}
+    rgb = np.full((2, 4, 3), 200, np.uint8)
+    kept = np.asarray(masked_concept(Image.fromarray(rgb), dog))
+    assert (kept[dog] == 200).all() and (kept[~dog] == 0).all()
