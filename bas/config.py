@@ -83,6 +83,84 @@ class ScenesConfig:
         _check(self.resolution >= 8, "scenes.resolution", self.resolution, "must be >= 8")
 
 
+# PROTOCOL.md sec. 4, verbatim (BaS appendix B.2); `{tokens}` = "<asset0> and <asset2> ...".
+BAS_TEMPLATES = (
+    "a photo of {tokens} at the beach",
+    "a photo of {tokens} in the jungle",
+    "a photo of {tokens} in the snow",
+    "a photo of {tokens} in the street",
+    "a photo of {tokens} on top of a pink fabric",
+    "a photo of {tokens} on top of a wooden floor",
+    "a photo of {tokens} with a city in the background",
+    "a photo of {tokens} with a mountain in the background",
+    "a photo of {tokens} with the Eiffel tower in the background",
+    "a photo of {tokens} floating on top of water",
+)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """PROTOCOL.md sec. 4: the prompt grid and the sampler every method shares."""
+
+    templates: tuple[str, ...] = BAS_TEMPLATES
+    # Seeds per (template, subset). Grid size = sum over scenes of (2^N - 1) x templates x seeds;
+    # the paper's 5400 a method needs seeds 2 (see docs/GENERATION_AND_SCORING.md).
+    seeds: int = 1
+    steps: int = 50
+    guidance_scale: float = 7.5
+    negative_prompt: str = ""
+    # A key of bas.generation.samplers.SAMPLERS.
+    sampler: str = "ddim"
+    # Images a model call handles at once; halved automatically on out-of-memory.
+    batch_size: int = 8
+    # always: every model call handles one image, so an image is bitwise the same whatever its
+    # batch (CPU kernels are not batch-invariant). never: batched calls. auto: always on CPU,
+    # never on GPU.
+    batch_invariant: Literal["auto", "always", "never"] = "auto"
+
+    def __post_init__(self) -> None:
+        from bas.generation.samplers import SAMPLERS
+
+        _check(len(self.templates) >= 1, "generation.templates", self.templates, "needs at least one template")
+        for i, template in enumerate(self.templates):
+            _check(template.count("{tokens}") == 1, f"generation.templates[{i}]", template,
+                   "must contain {tokens} exactly once")
+            try:
+                template.format(tokens="x")
+            except (KeyError, IndexError, ValueError) as err:
+                _check(False, f"generation.templates[{i}]", template, f"bad placeholder: {err}")
+        _check(len(set(self.templates)) == len(self.templates), "generation.templates", self.templates,
+               "templates must be distinct")
+        _check(self.seeds >= 1, "generation.seeds", self.seeds, "must be >= 1")
+        _check(self.steps >= 1, "generation.steps", self.steps, "must be >= 1")
+        _check(self.guidance_scale >= 1.0, "generation.guidance_scale", self.guidance_scale, "must be >= 1")
+        _check(self.sampler in SAMPLERS, "generation.sampler", self.sampler,
+               f"must be one of {', '.join(sorted(SAMPLERS))}")
+        _check(self.batch_size >= 1, "generation.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """PROTOCOL.md sec. 5: how generated images are scored."""
+
+    # Images per model call (CLIP, DINO, MaskFormer); halved automatically on out-of-memory.
+    batch_size: int = 16
+    # MaskFormer panoptic post-processing (transformers' defaults, which BaS used via HF).
+    maskformer_threshold: float = 0.5
+    maskformer_mask_threshold: float = 0.5
+    maskformer_overlap_threshold: float = 0.8
+    # DINO input: fraction kept by the centre crop. 1.0 = the whole image resized, as the HF
+    # ViT processor BaS used does (timm's default 0.875 would cut off concept borders).
+    dino_crop_pct: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "scoring.batch_size", self.batch_size, "must be >= 1")
+        for name in ("maskformer_threshold", "maskformer_mask_threshold", "maskformer_overlap_threshold"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"scoring.{name}", value, "must be in [0, 1]")
+        _check(0.0 < self.dino_crop_pct <= 1.0, "scoring.dino_crop_pct", self.dino_crop_pct, "must be in (0, 1]")
+
+
 @dataclass(frozen=True)
 class PathsConfig:
     """Every output location, named once. Relative paths are under the storage root."""
@@ -191,6 +269,8 @@ class Config:
     seed: int = 0
     models: ModelsConfig = field(default_factory=ModelsConfig)
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
     ratings: RatingsConfig = field(default_factory=RatingsConfig)

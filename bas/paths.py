@@ -87,3 +87,31 @@ def ratings_db(cfg: Config) -> Path:
 
 def ratings_export(cfg: Config) -> Path:
     return storage_root(cfg) / cfg.paths.ratings_export
+
+
+def scene_dir(cfg: Config, scene_id: str) -> Path:
+    return scenes_dir(cfg) / scene_id
+
+
+# Inside a run directory (`run_dir(cfg, method, scene_id)`, or any folder the user names).
+
+def train_dir(run: Path) -> Path:
+    return Path(run) / "train"
+
+
+def images_dir(run: Path) -> Path:
+    return Path(run) / "images"
+
+
+def manifest_path(run: Path) -> Path:
+    """One row per generated image; written last, so it marks the images as complete."""
+    return Path(run) / "manifest.parquet"
+
+
+def generation_settings_path(run: Path) -> Path:
+    """The settings the images were made with; a rerun with other settings starts afresh."""
+    return Path(run) / "generation.json"
+
+
+def scores_path(run: Path) -> Path:
+    return Path(run) / "scores.parquet"

@@ -4,6 +4,16 @@ Written out rather than taken from `StableDiffusionPipeline` so that every metho
 exactly one sampler, whose per-image noise depends only on that image's seed: the initial
 latent of each image is drawn from its own CPU generator, so batching never changes which
 noise an image starts from.
+
+Batch invariance: the initial noise never depends on the batch, but the model's CPU kernels
+do, in the last bits: a convolution over few channels (the UNet's `conv_in`, 4 channels) and
+the timestep MLP (M = batch rows) take different code paths for different batch sizes. So an
+image made in a batch of 8 can differ by one grey level somewhere from the same image made
+alone. `sample_ddim(..., batch_invariant=True)` therefore runs every model call on one image
+(its uncond + cond pair): the image is then a function of (model, prompt, seed, sampler
+settings) only, and regenerating it alone gives the same bytes on the same machine, library
+versions and thread count. `generation.batch_invariant: auto` does that on CPU and batches on
+GPU, where speed matters and bitwise equality across batch sizes is not promised.
 """
 
 from __future__ import annotations
@@ -93,3 +103,14 @@ def generate(parts, prompts: Sequence[str], seeds: Sequence[int], steps: int = 5
             latents = denoise(parts, cond, uncond, latents, steps, guidance_scale)
             images.extend(decode_latents(parts, latents.to(parts.vae.dtype)))
     return images
+
+
+def sample_ddim(parts, items, scene, gen, *, dtype: Optional[torch.dtype] = None,
+                batch_invariant: bool = True) -> list[Image.Image]:
+    """The `ddim` entry of the sampler registry: one image per grid item, in order."""
+    del scene  # plain DDIM has no spatial control
+    prompts = [item.prompt for item in items]
+    seeds = [item.seed for item in items]
+    return generate(parts, prompts, seeds, steps=gen.steps, guidance_scale=gen.guidance_scale,
+                    batch_size=1 if batch_invariant else max(1, len(items)),
+                    negative_prompt=gen.negative_prompt, dtype=dtype)

@@ -225,9 +225,11 @@ def load_scorers(cfg: ModelsConfig, sources: Optional[Sources] = None) -> Scorer
         raise _unavailable(f"{s.profile} CLIP model {s.clip_model}", s.clip_pretrained, "clip_pretrained", err) from None
 
     try:
-        overlay = {"file": s.dino_file} if s.dino_file else None
+        overlay = {"file": s.dino_file} if s.dino_file else {}
+        if "img_size" in s.dino_kwargs:  # the pretrained tag's input size is not this model's
+            overlay["input_size"] = (3, s.dino_kwargs["img_size"], s.dino_kwargs["img_size"])
         with _hub_mode():
-            dino_model = timm.create_model(s.dino, pretrained=True, pretrained_cfg_overlay=overlay,
+            dino_model = timm.create_model(s.dino, pretrained=True, pretrained_cfg_overlay=overlay or None,
                                            num_classes=0, **s.dino_kwargs)
         data_cfg = timm.data.resolve_data_config({}, model=dino_model)
         dino_transform = timm.data.create_transform(**data_cfg)

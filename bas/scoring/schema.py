@@ -26,16 +26,16 @@ class Column:
 MANIFEST_COLUMNS: tuple[Column, ...] = (
     Column("method", "string", "method name, a key of params.yaml `methods`"),
     Column("scene_id", "string", "scene id (`coco-<split>-<image_id>` or the user's name)"),
-    Column("template_id", "int64", "index of the template in params.yaml `generation.templates`"),
-    Column("template", "string", "the template text, verbatim, with `{tokens}`"),
+    Column("template_id", "int64", "index of the template in params.yaml `generation.templates`; -1 for a scored folder that gives none"),
+    Column("template", "string", "the template text, verbatim, with `{tokens}`; '' when not known"),
     Column("subset", "string", "concept indices in the prompt, ascending, joined by '+' (e.g. '0+2')"),
     Column("subset_size", "int64", "number of concepts in the prompt"),
     Column("seed_index", "int64", "index of the seed, 0..seeds-1"),
-    Column("seed", "int64", "the generator seed, derived from (scene, template, subset, seed index)"),
-    Column("prompt", "string", "the prompt with the learned tokens"),
+    Column("seed", "int64", "the generator seed: sha256(global seed, scene, template id, subset, seed index)[:8] mod 2**31; -1 when not known"),
+    Column("prompt", "string", "the prompt with the learned tokens (= prompt_classes for a scored folder that gives none)"),
     Column("prompt_classes", "string", "the prompt with each token replaced by 'a <class name>'"),
-    Column("sampler", "string", "sampler that made the image (e.g. 'ddim', 'mifo_box')"),
-    Column("path", "string", "image path relative to the run directory"),
+    Column("sampler", "string", "sampler that made the image (e.g. 'ddim', 'mifo_box'); 'external' for a scored folder that gives none"),
+    Column("path", "string", "image path relative to the run directory (or to the scored folder)"),
 )
 
 # One row per (generated image, concept in its subset).
@@ -54,8 +54,9 @@ SCORE_COLUMNS: tuple[Column, ...] = MANIFEST_COLUMNS + (
            "DINO CLS cosine(masked input concept, whole generated image); always set"),
     Column("nsim_d", "float64",
            "MIFO NSIM-D: mean DINO cosine(generated concept, each other masked input concept of the scene); "
-           "uses the detected mask, else the whole image"),
-    Column("cs", "float64", "MIFO composite CS = prompt_similarity * identity_similarity * (1 - nsim_d); NaN when not detected"),
+           "uses the detected mask, else the whole image; NaN for a one-concept scene"),
+    Column("cs", "float64", "MIFO composite CS = prompt_similarity * identity_similarity * (1 - nsim_d) of this row; NaN when "
+           "not detected (MIFO's tables apply the formula to the means: use `score.composite_score`)"),
 )
 
 

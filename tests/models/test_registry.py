@@ -93,3 +93,10 @@ def test_sd21_reads_a_local_directory_from_the_environment(monkeypatch, tiny_mod
     assert sources.diffusion == local
     parts = load_diffusion(ModelsConfig(profile="sd21"), sources)
     assert parts.profile == "sd21" and parts.resolution == 128
+
+
+def test_dino_transform_matches_the_model_input(tiny_scorers):
+    from PIL import Image
+
+    pixels = tiny_scorers.dino_transform(Image.new("RGB", (200, 100)))
+    assert pixels.shape == (3, 64, 64)

@@ -1,0 +1,67 @@
+"""Panoptic segmentation of generated images with MaskFormer, as per-class masks.
+
+BaS identity similarity (PROTOCOL.md sec. 5) keeps, in a generated image, the union of the
+segments whose class is the concept's class. MaskFormer (Swin-L, COCO panoptic; a tiny
+random one in the `tiny` profile) runs on a batch of images; transformers' panoptic
+post-processing turns its queries into segments at each image's own size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bas.config import ScoringConfig
+
+
+@dataclass
+class Segmentation:
+    """One image's panoptic segments: a map of segment ids (0 = no segment) and their classes."""
+
+    segment_map: np.ndarray                                  # (H, W) int, 0 = unassigned
+    segment_classes: dict[int, str] = field(default_factory=dict)  # segment id -> class name
+
+    def class_mask(self, class_name: str) -> np.ndarray:
+        """(H, W) bool: the union of every segment of `class_name` (all False if none)."""
+        ids = [sid for sid, name in self.segment_classes.items() if name == class_name]
+        return np.isin(self.segment_map, ids)
+
+    @property
+    def classes(self) -> set[str]:
+        return set(self.segment_classes.values())
+
+
+class MaskFormerSegmenter:
+    """Callable: a batch of PIL images -> one `Segmentation` each. The model stays loaded."""
+
+    def __init__(self, scorers, cfg: ScoringConfig, device: torch.device):
+        self.model = scorers.maskformer
+        self.processor = scorers.maskformer_processor
+        self.id2label = scorers.panoptic_id2label
+        self.cfg = cfg
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[Image.Image]) -> list[Segmentation]:
+        if not images:
+            return []
+        inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        outputs = self.model(**inputs)
+        results = self.processor.post_process_panoptic_segmentation(
+            outputs, threshold=self.cfg.maskformer_threshold, mask_threshold=self.cfg.maskformer_mask_threshold,
+            overlap_mask_area_threshold=self.cfg.maskformer_overlap_threshold,
+            label_ids_to_fuse=set(),  # instances stay apart; the union per class is taken afterwards
+            target_sizes=[(im.height, im.width) for im in images],
+        )
+        segmentations = []
+        for result in results:
+            segment_map = result["segmentation"].cpu().numpy().astype(np.int64)   # (H, W)
+            segment_map[segment_map < 0] = 0  # transformers marks "no segment at all" with -1
+            classes = {int(info["id"]): self.id2label[int(info["label_id"])] for info in result["segments_info"]}
+            segmentations.append(Segmentation(segment_map=segment_map, segment_classes=classes))
+        return segmentations
