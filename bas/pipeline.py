@@ -25,6 +25,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,9 +44,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 # The code each stage's outputs depend on (files or packages under bas/), for its fingerprint.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "train_generate": ("training", "generation", "models", "scenes", "tokens.py", "batching.py",
-                       "scene_reader.py", "pipeline.py"),
-    "score": ("scoring", "models", "scenes", "scene_reader.py", "batching.py", "pipeline.py"),
+    "train_generate": ("training", "generation", "models", "scenes", "tokens.py", "batching.py", "pipeline.py"),
+    "score": ("scoring", "models", "scenes", "batching.py", "pipeline.py"),
 }
 DONE_FILE = "done.json"  # in a run directory: train + grid finished for this fingerprint
 
@@ -261,10 +261,15 @@ def score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None)
                                     scorer, progress=False)
             atomic_write_parquet(out, scores)
             summary.update(scored=True, rows=len(scores), score_seconds=time.perf_counter() - started,
-                           device=str(scorer.device), means=score_summary(scores))
+                           device=str(scorer.device), means=_finite(score_summary(scores)))
             atomic_write_json(_score_marker(cfg, method, scene_id), {"fingerprint": fingerprint, "rows": len(scores)})
         record.data["summary"] = summary
     return summary
+
+
+def _finite(values: dict) -> dict:
+    """NaN (a metric no image had, e.g. identity with no detection) as None, for JSON."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
 
 
 def report(cfg: Config) -> dict:

@@ -1,0 +1,125 @@
+"""bas.pipeline on the tiny profile and one real COCO scene: the stages, their skipping, and
+their fingerprints."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from bas import attempts, config, paths, pipeline
+from bas.pipeline import Outcome
+from orchestration_helpers import REPO, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory, coco_root):
+    storage = tmp_path_factory.mktemp("storage")
+    cfg = config.load(REPO / "params.yaml", tiny_overrides(storage, coco_root, ("bas",), num_scenes=1))
+    result = pipeline.stage(cfg)
+    assert len(result["selected"]) == 1
+    return cfg, result["selected"][0]
+
+
+@pytest.fixture(scope="module")
+def trained(staged):
+    cfg, scene_id = staged
+    return cfg, scene_id, pipeline.train_generate(cfg, "bas", scene_id, run_id="run-1")
+
+
+def test_train_generate_trains_then_makes_the_grid(trained):
+    cfg, scene_id, summary = trained
+    assert summary["trained"] and summary["images"] == summary["images_generated"] == 3
+    assert summary["train_seconds"] > 0 and summary["generate_seconds"] > 0 and summary["device"] == "cpu"
+    run = paths.run_dir(cfg, "bas", scene_id)
+    assert json.loads((run / "done.json").read_text())["fingerprint"] == summary["fingerprint"]
+    assert len(pd.read_parquet(paths.manifest_path(run))) == 3
+    [record] = attempts.read_attempts(paths.attempts_dir(cfg, "train_generate", "bas", scene_id))
+    assert record["status"] == attempts.COMPLETED and record["run_id"] == "run-1"
+    assert record["summary"] == summary
+
+
+def test_finished_work_is_skipped_without_loading_a_model(trained, monkeypatch):
+    cfg, scene_id, _ = trained
+    import bas.models
+
+    monkeypatch.setattr(bas.models, "load_diffusion", lambda *a, **k: pytest.fail("loaded a model"))
+    summary = pipeline.train_generate(cfg, "bas", scene_id)
+    assert not summary["trained"] and summary["images_generated"] == 0 and summary["images"] == 3
+
+
+def test_a_lost_image_is_made_again_alone(trained):
+    cfg, scene_id, first = trained
+    run = paths.run_dir(cfg, "bas", scene_id)
+    images = sorted(paths.images_dir(run).glob("*.png"))
+    kept = {p.name: p.read_bytes() for p in images[1:]}
+    images[0].unlink()
+    (run / "done.json").unlink()  # as a run killed before it finished
+    assert not pipeline.train_generate_done(cfg, "bas", scene_id)
+    summary = pipeline.train_generate(cfg, "bas", scene_id)
+    assert not summary["trained"] and summary["images_generated"] == 1 and summary["images"] == 3
+    assert images[0].exists() and all((paths.images_dir(run) / n).read_bytes() == b for n, b in kept.items())
+    assert summary["fingerprint"] == first["fingerprint"]
+
+
+def test_score_writes_outside_the_run_and_reruns_on_a_scoring_change(trained):
+    cfg, scene_id, _ = trained
+    first = pipeline.score(cfg, "bas", scene_id)
+    out = paths.scene_scores_path(cfg, "bas", scene_id)
+    assert first["scored"] and first["rows"] == len(pd.read_parquet(out)) > 0
+    assert paths.runs_dir(cfg) not in out.parents
+    again = pipeline.score(cfg, "bas", scene_id)
+    assert not again["scored"] and again["rows"] == first["rows"]
+    changed = config.parse({**cfg.to_dict(), "scoring": {**cfg.to_dict()["scoring"], "maskformer_threshold": 0.7}})
+    assert pipeline.score_fingerprint(changed, "bas", scene_id) != first["fingerprint"]
+    assert not pipeline.score_done(changed, "bas", scene_id)
+
+
+def test_fingerprint_follows_recipe_and_generation_not_other_methods(staged):
+    cfg, scene_id = staged
+    base = pipeline.train_generate_fingerprint(cfg, "bas", scene_id)
+    data = cfg.to_dict()
+
+    def variant(section, **changes):
+        return config.parse({**data, section: {**data[section], **changes}})
+
+    assert pipeline.train_generate_fingerprint(variant("generation", steps=3), "bas", scene_id) != base
+    assert pipeline.train_generate_fingerprint(variant("scoring", maskformer_threshold=0.9), "bas", scene_id) == base
+    other = {**data["methods"], "ti_m": {**data["methods"]["ti_m"], "description": "changed"}}
+    assert pipeline.train_generate_fingerprint(config.parse({**data, "methods": other}), "bas", scene_id) == base
+
+
+def test_recipes_merge_includes_and_rewrite_only_what_changed(tmp_path):
+    cfg = config.load(REPO / "params.yaml", {"paths.storage_root": str(tmp_path),
+                                             "orchestration.methods": ["bas", "db_m", "cd_m"]})
+    assert pipeline.write_recipes(cfg)["written"] == ["bas", "db_m", "cd_m"]
+    cd_m = json.loads(paths.recipe_path(cfg, "cd_m").read_text())["recipe"]
+    assert cd_m["attention_loss"]["layers"] == list(cfg.methods["bas"].attention_loss.layers)  # via db_m -> bas
+    assert pipeline.write_recipes(cfg)["written"] == []
+    changed = config.load(REPO / "params.yaml", {"paths.storage_root": str(tmp_path),
+                                                 "orchestration.methods": ["bas", "db_m", "cd_m"],
+                                                 "methods.db_m.phases.phase2.weight_decay": 0.5})
+    assert pipeline.write_recipes(changed)["written"] == ["db_m", "cd_m"]  # cd_m includes db_m
+
+
+def test_code_version_is_per_stage():
+    assert pipeline.code_version("train_generate") != pipeline.code_version("score")
+    assert pipeline.code_version("score") == pipeline.code_version("score")
+
+
+def test_run_summary_counts_and_lists_failures(tmp_path):
+    cfg = config.parse({"paths": {"storage_root": str(tmp_path)}})
+    outcomes = [
+        Outcome("train_generate", "bas", "s1", "completed", ["r1"], None,
+                {"train_seconds": 2.0, "generate_seconds": 1.0, "device": "cuda", "images_generated": 3}),
+        Outcome("train_generate", "bas", "s2", "failed", ["r2", "r3"], "Crashed: worker gone"),
+        Outcome("score", "bas", "s1", "cached", ["r4"]),
+    ]
+    summary = pipeline.run_summary(cfg, outcomes, wall_seconds=12.5)
+    assert summary["stages"] == {"train_generate": {"completed": 1, "failed": 1}, "score": {"cached": 1}}
+    assert summary["device_seconds"] == {"train": 2.0, "generate": 1.0, "score": 0.0}
+    assert summary["failures"] == [{"stage": "train_generate", "method": "bas", "scene_id": "s2",
+                                    "error": "Crashed: worker gone"}]
+    text = pipeline.format_summary(summary)
+    assert "failures: 1" in text and "bas/s2: Crashed: worker gone" in text and "cuda" in text
