@@ -38,3 +38,8 @@ def run_dir(cfg: Config, method: str, scene_id: str) -> Path:
 
 def reports_dir(cfg: Config) -> Path:
     return (storage_root(cfg) / cfg.paths.reports).resolve()
+
+
+def prior_images_root(cfg: Config) -> Path:
+    """Class images for prior preservation, one folder per (model, prompt, count, sampler) key."""
+    return storage_root(cfg) / cfg.paths.prior_images
