@@ -74,6 +74,8 @@ class ModelsConfig:
 class ScenesConfig:
     """PROTOCOL.md section 1 (BaS appendix B.2)."""
 
+    # A COCO root; when missing, staging uses the demo source in bas/data/demo ("demo" asks
+    # for it explicitly). See bas.scenes.resolve_coco_root.
     coco_root: str = "../shared/coco-sample"
     split: str = "train2017"
     min_area_fraction: float = 0.15

@@ -12,20 +12,24 @@ from bas.config import ModelsConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _shared_dir() -> Path | None:
-    for candidate in (os.environ.get("BAS_SHARED"), REPO.parent / "shared", Path("/work/shared")):
-        if candidate and (Path(candidate) / "coco-sample").is_dir():
+def shared_dir() -> Path | None:
+    """$BAS_SHARED, else <repo>/../shared, else /work/shared; None when none exists."""
+    candidates = [os.environ.get("BAS_SHARED"), REPO.parent / "shared", "/work/shared"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
             return Path(candidate)
     return None
 
 
 @pytest.fixture(scope="session")
 def coco_root() -> Path:
-    shared = _shared_dir()
-    if shared is None:
-        pytest.skip("real COCO sample not found: expected ../shared/coco-sample beside the repo "
-                    "(or set BAS_SHARED to the folder that holds coco-sample/)")
-    return shared / "coco-sample"
+    """The real COCO sample (64 images); the test is skipped, saying why, when it is absent."""
+    shared = shared_dir()
+    root = shared / "coco-sample" if shared else None
+    if root is None or not (root / "annotations" / "instances_train2017.json").exists():
+        pytest.skip("COCO sample not found: set BAS_SHARED to the folder holding coco-sample/ "
+                    "(looked in $BAS_SHARED, <repo>/../shared, /work/shared)")
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +40,7 @@ def tiny_models_cfg() -> ModelsConfig:
 
 @pytest.fixture(scope="session")
 def tiny_parts(tiny_models_cfg):
+    """Base tiny diffusion parts, shared by the session: never modify them in a test."""
     from bas.models import load_diffusion
 
     return load_diffusion(tiny_models_cfg)
