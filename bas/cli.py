@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "bas.commands.config_cmd",
     "bas.commands.stage_cmd",
     "bas.commands.scene_cmd",
+    "bas.commands.train_cmd",
 ]
 
 

@@ -158,6 +158,7 @@ class Trainer:
         self.store: Optional[attn.AttentionStore] = None
         self._original_processors: Optional[dict] = None
         self._recording = False
+        self.recording_processors: list[str] = []   # processor keys that record maps now
         self._started = time.time()
 
     # ------------------------------------------------------------------ setup
@@ -184,7 +185,9 @@ class Trainer:
             if gpu and self.cfg.training.mixed_precision else None
         p = self.parts
         for module in (p.unet, p.vae, p.text_encoder):
-            module.to(self.device, dtype=torch.float32)   # fp32 master weights; autocast computes
+            module.to(self.device)
+            if any(q.dtype != torch.float32 for q in module.parameters()):
+                module.float()                            # fp32 master weights; autocast computes
             module.requires_grad_(False)
         p.vae.eval()
         p.unet.train()
@@ -242,9 +245,10 @@ class Trainer:
         if on == self._recording:
             return
         if on:
-            attn.install(self.parts.unet, self.recipe.attention_loss.layers, self.store)
+            self.recording_processors = attn.install(self.parts.unet, self.recipe.attention_loss.layers, self.store)
         else:
             self.parts.unet.set_attn_processor(dict(self._original_processors))
+            self.recording_processors = []
         self._recording = on
 
     # ------------------------------------------------------------------ phases
@@ -333,7 +337,7 @@ class Trainer:
                           "eps": group["eps"], "num_tensors": len(state.params),
                           "num_elements": int(sum(q.numel() for q in state.params))},
             "loss_weights": to_dict(state.recipe.loss_weights),
-            "recording_layers": sorted(self.store.maps) if self.store is not None and self._recording else [],
+            "recording_processors": list(self.recording_processors),
             "loss_mean": {t: _mean([r["terms"][t] for r in records if t in r["terms"]]) for t in terms},
             "loss_first": records[0]["terms"] if records else {},
             "loss_last": records[-1]["terms"] if records else {},
@@ -461,9 +465,8 @@ class Trainer:
         p = self.parts
         if p is None:
             return
-        if self._recording and self._original_processors is not None:
-            p.unet.set_attn_processor(dict(self._original_processors))
-            self._recording = False
+        if self._recording:
+            self._set_recording(False)
         for module in (p.unet, p.text_encoder):
             module.requires_grad_(False)
             module.eval()
