@@ -99,13 +99,15 @@ class RecordingAttnProcessor:
         key = key.view(batch, -1, heads, head_dim).transpose(1, 2)           # (B, heads, T, d)
         value = value.view(batch, -1, heads, head_dim).transpose(1, 2)       # (B, heads, T, d)
 
-        # Scores and softmax in fp32 (diffusers upcasts the softmax too), then back to the
-        # compute dtype for the value product; `softmax` returns a new tensor.
-        scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale  # (B, heads, HW, T)
-        if attention_mask is not None:
-            mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
-            scores = scores + mask.view(batch, heads, -1, mask.shape[-1]).float()
-        probs = scores.softmax(dim=-1)                                       # (B, heads, HW, T)
+        # Scores and softmax in fp32 even under autocast (these maps are max-normalised by the
+        # loss, where half precision is coarse); the value product runs in the compute dtype.
+        # `softmax` returns a new tensor: nothing is written in place.
+        with torch.autocast(query.device.type, enabled=False):
+            scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale  # (B, heads, HW, T)
+            if attention_mask is not None:
+                mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
+                scores = scores + mask.view(batch, heads, -1, mask.shape[-1]).float()
+            probs = scores.softmax(dim=-1)                                   # (B, heads, HW, T)
         self.store.record(self.name, probs)
 
         hidden_states = torch.matmul(probs.to(value.dtype), value)           # (B, heads, HW, d)
@@ -145,9 +147,3 @@ def install(unet, layers: Iterable[str], store: AttentionStore) -> list[str]:
     unet.set_attn_processor(processors)
     return replaced
 
-
-def uninstall(unet) -> None:
-    """Back to diffusers' default processors (SDPA) on every layer."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    unet.set_attn_processor(AttnProcessor2_0())

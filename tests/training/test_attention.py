@@ -84,3 +84,15 @@ def test_attention_loss_gradient_reaches_the_token_embeddings(parts, checkpointi
     assert grad[ids_new[0]].abs().sum() > 0 and grad[ids_new[1]].abs().sum() > 0
     unused = parts.tokenizer.convert_tokens_to_ids("zebra</w>")
     assert grad[unused].abs().sum() == 0
+
+
+def test_maps_are_fp32_under_autocast(parts):
+    store = attn.AttentionStore()
+    attn.install(parts.unet, BAS_ATTENTION_LAYERS, store)
+    latents, t, ids = _inputs(parts, ["a photo of a cat"])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = parts.unet(latents, t, parts.text_encoder(ids)[0]).sample
+    assert out.dtype == torch.bfloat16            # the model computed in half precision
+    for maps in store.maps.values():
+        assert maps.dtype == torch.float32
+        assert torch.allclose(maps.sum(-1), torch.ones_like(maps[..., 0]), atol=1e-5)

@@ -204,3 +204,20 @@ def test_class_images_are_made_once_and_reused(make_cfg, tiny_parts, monkeypatch
     assert [im.tobytes() for im in again] == [im.tobytes() for im in first]
     other = make_cfg(**{"training.prior_images.prompt": "a photo in the snow"})
     assert class_images_dir(other) != class_images_dir(cfg)
+
+
+def test_mixed_precision_keeps_fp32_master_weights(make_cfg, coco_scene, tiny_models_cfg):
+    """The GPU path (autocast, fp32 weights), run with CPU bf16 autocast as its stand-in."""
+    cfg = make_cfg((1, 1))
+    parts = load_diffusion(tiny_models_cfg)
+    trainer = Trainer(cfg, "bas", get_recipe(cfg, "bas"), coco_scene, parts=parts)
+    trainer.setup()
+    trainer.amp_dtype = torch.bfloat16
+    for name, phase in trainer.active_phases():
+        trainer.start_phase(name, phase)
+        record = trainer.step()
+        assert set(record["terms"]) == {"diffusion", "attention", "prior"}
+        assert all(torch.isfinite(torch.tensor(v)) for v in record["terms"].values())
+    assert all(p.dtype == torch.float32 for p in parts.unet.parameters())
+    assert all(p.dtype == torch.float32 for p in parts.text_encoder.parameters())
+    trainer.cleanup()
