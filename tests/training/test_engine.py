@@ -221,3 +221,11 @@ def test_mixed_precision_keeps_fp32_master_weights(make_cfg, coco_scene, tiny_mo
     assert all(p.dtype == torch.float32 for p in parts.unet.parameters())
     assert all(p.dtype == torch.float32 for p in parts.text_encoder.parameters())
     trainer.cleanup()
+
+
+def test_batches_of_two_samples(make_cfg, coco_scene, tiny_models_cfg, tmp_path):
+    cfg = make_cfg((1, 1), **{"training.batch_size": 2})
+    result = train_scene(cfg, "bas", coco_scene, run_dir=tmp_path, parts=load_diffusion(tiny_models_cfg))
+    log = [json.loads(line) for line in (result.train_dir / LOG_FILE).read_text().splitlines()]
+    assert [len(r["concepts"]) for r in log] == [2, 2] and all(r["prior_images"] == 2 for r in log)
+    assert all(len(r["timesteps"]) == 2 and "attention" in r["terms"] for r in log)
