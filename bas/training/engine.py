@@ -81,11 +81,16 @@ def read_train_json(train_dir: Path) -> Optional[dict]:
         return None
 
 
-def is_complete(train_dir: Path, key: str, keep_weights: bool) -> bool:
+def trains_weights(recipe: MethodRecipe) -> bool:
+    """Whether a recipe trains anything besides the token rows (so it has weights to keep)."""
+    return any(set(phase.trainable) - {"tokens"} for phase in recipe.phases.values() if phase.steps > 0)
+
+
+def is_complete(train_dir: Path, key: str, recipe: MethodRecipe, keep_weights: bool) -> bool:
     info = read_train_json(train_dir)
     if info is None or info.get("run_key") != key or not (Path(train_dir) / TOKENS_FILE).exists():
         return False
-    return not keep_weights or (Path(train_dir) / WEIGHTS_FILE).exists()
+    return not (keep_weights and trains_weights(recipe)) or (Path(train_dir) / WEIGHTS_FILE).exists()
 
 
 def remove_partial_runs(run_dir: Path) -> None:
@@ -113,7 +118,7 @@ def train_scene(cfg: Config, method: str, scene: SceneLike, run_dir: Optional[Pa
     run_dir = Path(run_dir) if run_dir is not None else paths.run_dir(cfg, method, scene.scene_id)
     train_dir = run_dir / TRAIN_DIR
     key = run_key(cfg, method, recipe, scene)
-    if is_complete(train_dir, key, cfg.training.keep_weights):
+    if is_complete(train_dir, key, recipe, cfg.training.keep_weights):
         log.info("%s / %s: already trained (%s)", method, scene.scene_id, train_dir)
         return TrainResult(train_dir, True, read_train_json(train_dir) or {})
     remove_partial_runs(run_dir)

@@ -125,11 +125,14 @@ def test_ablations_switch_their_component_off(runs):
     assert [r["concepts"] for r in no_attn[1]] == [r["concepts"] for r in bas]
 
 
-def test_masked_baselines_and_saved_weights(runs):
+def test_masked_baselines_and_saved_weights(runs, shared_storage, coco_scene):
     ti, db, cd = (runs[m] for m in ("ti_m", "db_m", "cd_m"))
     assert [p["name"] for p in ti[0].summary["phases"]] == ["phase1"] and ti[0].summary["phases"][0]["rows_frozen"]
     assert all(r["prior_images"] == 0 for r in ti[1]) and all(r["prior_images"] == 1 for r in db[1])
     assert not ti[0].summary["weights_saved"] and not (ti[0].train_dir / WEIGHTS_FILE).exists()
+    # Nothing but tokens trained: the run is complete without a weights file.
+    cfg = tiny_config(shared_storage, (2, 2), **{"training.keep_weights": True})
+    assert train_scene(cfg, "ti_m", coco_scene, run_dir=ti[0].train_dir.parent).skipped
     kv = [n for n, _ in cd[2].unet.named_parameters() if ".attn2.to_k." in n or ".attn2.to_v." in n]
     cd_phase = cd[0].summary["phases"][0]
     assert cd_phase["optimizer"]["num_tensors"] == len(kv) + 1 and cd_phase["optimizer"]["lr"] == 1e-5
