@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "bas.commands.rate_cmd",
     "bas.commands.generate_cmd",
     "bas.commands.score_cmd",
+    "bas.commands.train_cmd",
 ]
 
 
