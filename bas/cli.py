@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "bas.commands.worker_cmd",
     "bas.commands.generate_cmd",
     "bas.commands.score_cmd",
+    "bas.commands.train_cmd",
 ]
 
 

@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -29,6 +29,20 @@ PROFILES = ("sd21", "tiny", "sandbox")
 def _check(ok: bool, key: str, value: Any, why: str) -> None:
     if not ok:
         raise ConfigError(f"params: {key} = {value!r}: {why}")
+
+
+class _FieldError(ConfigError):
+    """A bad field of a dataclass that does not know its dotted key; `build` adds it."""
+
+    def __init__(self, name: str, value: Any, why: str) -> None:
+        super().__init__(name, value, why)
+        self.name, self.value, self.why = name, value, why
+
+
+def _check_field(ok: bool, name: str, value: Any, why: str) -> None:
+    """`_check` for dataclasses used under many keys (method recipes): the key is added by `build`."""
+    if not ok:
+        raise _FieldError(name, value, why)
 
 
 # --------------------------------------------------------------------------- sections
@@ -172,6 +186,7 @@ class PathsConfig:
     recipes: str = "recipes"
     records: str = "records"
     reports: str = "../reports"
+    prior_images: str = "prior_images"  # class images for prior preservation, shared by runs
     # The human rating study's database (SQLite, WAL) and its Parquet export.
     ratings_db: str = "ratings.sqlite"
     ratings_export: str = "ratings.parquet"
@@ -260,6 +275,183 @@ class OrchestrationConfig:
         _check(len(self.schedule_cron.split()) == 5, "orchestration.schedule_cron", self.schedule_cron,
                "expected a 5-field cron expression")
 
+# --------------------------------------------------------------------------- training
+
+# What a phase may train. `tokens`: the new concept rows of the embedding matrix only (every
+# other row restored after each step); `text_encoder`: the whole text encoder, all embedding
+# rows included; `unet`: the whole UNet; `cross_attention_kv`: the UNet's cross-attention
+# key/value projections (Custom Diffusion).
+TRAINABLE = ("tokens", "unet", "text_encoder", "cross_attention_kv")
+
+# SD's 16x16 cross-attention layers (8x8 in the tiny profile): BaS's attention loss reads these.
+BAS_ATTENTION_LAYERS = (
+    "down_blocks.2.attentions.0", "down_blocks.2.attentions.1",
+    "up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2",
+)
+
+
+@dataclass(frozen=True)
+class PriorImagesConfig:
+    """Class images for prior preservation: made once by the base model, cached, reused."""
+
+    prompt: str = "a photo at the beach"
+    num_images: int = 100
+    sampling_steps: int = 50
+    guidance_scale: float = 7.5
+    batch_size: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.num_images >= 1, "training.prior_images.num_images", self.num_images, "must be >= 1")
+        _check(self.sampling_steps >= 1, "training.prior_images.sampling_steps", self.sampling_steps,
+               "must be >= 1")
+        _check(self.batch_size >= 1, "training.prior_images.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Settings shared by every method's training (the methods themselves are `methods:`)."""
+
+    # Seed of every run's random streams, combined with the scene id (same for all methods,
+    # so an ablation and the full method see the same draws while their choices agree).
+    seed: int = 0
+    batch_size: int = 1
+    # GPU only: autocast in `models.gpu_dtype` with fp32 master weights. CPU runs fp32.
+    mixed_precision: bool = True
+    gradient_checkpointing: bool = False
+    use_8bit_adam: bool = False          # needs bitsandbytes
+    # Keep every trained parameter besides the tokens (~2.6 GB a scene on sd21).
+    keep_weights: bool = False
+    progress_bar: bool = True
+    prior_images: PriorImagesConfig = field(default_factory=PriorImagesConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "training.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of each loss term in one phase; 0 switches a term off."""
+
+    diffusion: float
+    attention: float
+    prior: float
+
+
+@dataclass(frozen=True)
+class PhaseRecipe:
+    """One optimisation phase: its own AdamW, schedule, trainable parameters and loss weights."""
+
+    steps: int                       # 0 skips the phase
+    trainable: tuple[Literal["tokens", "unet", "text_encoder", "cross_attention_kv"], ...]
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    eps: float
+    lr_schedule: Literal["constant", "cosine"]
+    warmup_steps: int
+    grad_clip: Optional[float]       # max global grad norm; null = no clipping
+    loss_weights: LossWeights
+
+    def __post_init__(self) -> None:
+        _check_field(self.steps >= 0, "steps", self.steps, "must be >= 0")
+        _check_field(len(self.trainable) > 0, "trainable", self.trainable, "a phase must train something")
+        _check_field(self.lr > 0, "lr", self.lr, "must be > 0")
+        _check_field(all(0 <= b < 1 for b in self.betas), "betas", self.betas, "each must be in [0, 1)")
+        _check_field(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        _check_field(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
+               "must be > 0 or null")
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    """What one training sample is."""
+
+    # scene: the real image with its masks (latents encoded once). masked_collection: the
+    # chosen concepts cut out and pasted on a random solid colour (BaS's -m baselines).
+    source: Literal["scene", "masked_collection"]
+    # union: k ~ U{1..N} distinct concepts in random order each sample; an integer: always k.
+    concepts_per_sample: Union[Literal["union"], int]
+    flip_p: float                    # joint horizontal flip of image and masks
+    prompt_template: str             # "{tokens}" becomes "<assetA> and <assetB> ..."
+    token_joiner: str
+
+    def __post_init__(self) -> None:
+        _check_field(self.concepts_per_sample == "union" or self.concepts_per_sample >= 1,
+               "concepts_per_sample", self.concepts_per_sample, "must be 'union' or >= 1")
+        _check_field(0.0 <= self.flip_p <= 1.0, "flip_p", self.flip_p, "must be in [0, 1]")
+        _check_field("{tokens}" in self.prompt_template, "prompt_template", self.prompt_template,
+               "must contain {tokens}")
+
+
+@dataclass(frozen=True)
+class DiffusionLossRecipe:
+    masked: bool                     # multiply prediction and target by the union mask
+    # all_elements: mean over every latent element (BaS code); mask_area: sum / mask area.
+    normalise: Literal["all_elements", "mask_area"]
+
+
+@dataclass(frozen=True)
+class AttentionLossRecipe:
+    kind: Literal["bas"]
+    layers: tuple[str, ...]          # UNet attention blocks whose cross-attention maps are read
+
+
+@dataclass(frozen=True)
+class MethodRecipe:
+    """A method, declaratively: phases, data sampling, loss terms (`methods.<name>`)."""
+
+    description: str
+    prior_preservation: bool         # class images + unmasked prior loss (phase weight `prior`)
+    data: DataRecipe
+    diffusion_loss: DiffusionLossRecipe
+    attention_loss: AttentionLossRecipe
+    phases: dict[str, PhaseRecipe]   # run in this order
+
+    def __post_init__(self) -> None:
+        _check_field(len(self.phases) > 0 and any(p.steps > 0 for p in self.phases.values()), "phases",
+               list(self.phases), "a method needs at least one phase with steps > 0")
+
+
+def resolve_includes(methods: Any, key: str = "methods") -> dict[str, Any]:
+    """Expand `include: <method>` in each raw recipe: the parent's mapping, then the child's keys.
+
+    Mappings merge key by key (recursively); any other value replaces the parent's. Chains
+    are allowed, cycles and unknown parents are errors naming the key.
+    """
+    if methods is None:
+        return {}
+    _check(isinstance(methods, dict), key, methods, "expected a mapping of method name -> recipe")
+    resolved: dict[str, Any] = {}
+
+    def merge(base: Any, child: Any) -> Any:
+        if isinstance(base, dict) and isinstance(child, dict):
+            out = dict(base)
+            for k, v in child.items():
+                out[k] = merge(base[k], v) if k in base else v
+            return out
+        return child
+
+    def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        if name in resolved:
+            return resolved[name]
+        raw = methods[name]
+        _check(isinstance(raw, dict), f"{key}.{name}", raw, "expected a mapping")
+        parent = raw.get("include")
+        body = {k: v for k, v in raw.items() if k != "include"}
+        if parent is not None:
+            _check(isinstance(parent, str) and parent in methods, f"{key}.{name}.include", parent,
+                   f"no such method (known: {', '.join(sorted(methods))})")
+            _check(parent not in chain, f"{key}.{name}.include", parent,
+                   f"include cycle {' -> '.join(chain + (name, parent))}")
+            body = merge(resolve(parent, chain + (name,)), body)
+        resolved[name] = body
+        return body
+
+    for name in methods:
+        resolve(name, ())
+    return resolved
+
 
 # --------------------------------------------------------------------------- top level
 
@@ -273,7 +465,11 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     ratings: RatingsConfig = field(default_factory=RatingsConfig)
+
+    # Resolved recipes (includes expanded by `parse`); look them up with bas.training.methods.
+    methods: dict[str, MethodRecipe] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -307,6 +503,8 @@ def build(tp: Any, value: Any, key: str) -> Any:
                   for name in value}
         try:
             return tp(**kwargs)
+        except _FieldError as err:  # a check that names its field only
+            raise ConfigError(f"params: {key}.{err.name} = {err.value!r}: {err.why}") from None
         except TypeError as err:  # a required field is missing
             raise ConfigError(f"params: {key or '<root>'}: {err}") from None
     if origin is Literal:
@@ -369,6 +567,8 @@ def to_dict(obj: Any) -> Any:
 
 
 def parse(data: dict[str, Any]) -> Config:
+    if isinstance(data, dict) and "methods" in data:
+        data = {**data, "methods": resolve_includes(data["methods"])}
     return build(Config, data, "")
 
 

@@ -115,3 +115,8 @@ def generation_settings_path(run: Path) -> Path:
 
 def scores_path(run: Path) -> Path:
     return Path(run) / "scores.parquet"
+
+
+def prior_images_root(cfg: Config) -> Path:
+    """Class images for prior preservation, one folder per (model, prompt, count, sampler) key."""
+    return storage_root(cfg) / cfg.paths.prior_images

@@ -1,0 +1,13 @@
+"""Training: one engine for every method; methods are recipes in params.yaml (`methods:`).
+
+Public API:
+- `train_scene(cfg, method, scene, run_dir=None, parts=None) -> TrainResult` (bas.training.engine)
+- `get_recipe(cfg, method)`, `SHIPPED`, `UNAVAILABLE` (bas.training.methods)
+- loss terms: `bas.training.losses`; attention capture: `bas.training.attention`
+"""
+
+from bas.training.engine import TrainResult, Trainer, is_complete, read_train_json, run_key, train_scene
+from bas.training.methods import SHIPPED, UNAVAILABLE, MethodNotAvailable, get_recipe
+
+__all__ = ["SHIPPED", "UNAVAILABLE", "MethodNotAvailable", "TrainResult", "Trainer", "get_recipe",
+           "is_complete", "read_train_json", "run_key", "train_scene"]

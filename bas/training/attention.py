@@ -1,0 +1,149 @@
+"""Cross-attention capture: a store that owns the maps, a processor that records them.
+
+`install(unet, layers)` puts a `RecordingAttnProcessor` on the cross-attention (`attn2`) of
+the named UNet blocks only, through `unet.set_attn_processor`; every other attention layer
+keeps the processor it had (diffusers' SDPA `AttnProcessor2_0`). The recording processor
+computes attention with an explicit softmax, uses those probabilities for its output (so
+gradients of a loss on the maps flow into queries, keys and the text embeddings) and hands
+a head-averaged copy to the store; it never writes into the probabilities in place.
+
+Maps are per sample, `(B, HW, T)` for T prompt positions: with prior preservation the
+batch holds the class images too, and each sample's map is its own row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import torch
+
+PROCESSOR_SUFFIX = ".processor"
+
+
+@dataclass
+class AttentionStore:
+    """The cross-attention maps of the last UNet forward, by attention module name.
+
+    A map is stored under its module's name (overwriting), so a forward that is run again
+    (gradient checkpointing recomputes blocks during backward) cannot add duplicates.
+    `average_heads=False` keeps (B, heads, HW, T) for losses that need single heads.
+    """
+
+    average_heads: bool = True
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    enabled: bool = True
+
+    def record(self, layer: str, probs: torch.Tensor) -> None:
+        # probs: (B, heads, HW, T)
+        if not self.enabled:
+            return
+        self.maps[layer] = probs.mean(dim=1) if self.average_heads else probs
+
+    def reset(self) -> None:
+        self.maps = {}
+
+    def mean_map(self, layers: Optional[Iterable[str]] = None) -> torch.Tensor:
+        """Average of the maps recorded under `layers` (block names; default: all), (B, HW, T), fp32.
+
+        Every map must have the same resolution. With equal head counts (true of SD's
+        16x16 layers) this equals the BaS code's average over all heads of all layers.
+        """
+        if layers is None:
+            names = list(self.maps)
+        else:
+            names = []
+            for layer in layers:
+                found = [n for n in self.maps if n.startswith(layer.rstrip(".") + ".")]
+                if not found:
+                    raise RuntimeError(f"no attention recorded under {layer!r}; recorded: {sorted(self.maps)}")
+                names += found
+        if not names:
+            raise RuntimeError("no attention recorded")
+        stacked = torch.stack([self.maps[n].float() for n in names])       # (L, B, HW, T)
+        return stacked.mean(dim=0)                                         # (B, HW, T)
+
+
+class RecordingAttnProcessor:
+    """Attention with an explicit softmax whose probabilities go to an `AttentionStore`."""
+
+    def __init__(self, store: AttentionStore, name: str) -> None:
+        self.store = store
+        self.name = name  # the attention module's path, e.g. up_blocks.1.attentions.0.transformer_blocks.0.attn2
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor] = None,
+                 attention_mask: Optional[torch.Tensor] = None, temb: Optional[torch.Tensor] = None,
+                 *args, **kwargs) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        batch, query_len, _ = hidden_states.shape                            # (B, HW, C)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)                                     # (B, HW, inner)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)                               # (B, T, inner)
+        value = attn.to_v(encoder_hidden_states)                             # (B, T, inner)
+
+        heads = attn.heads
+        head_dim = key.shape[-1] // heads
+        query = query.view(batch, -1, heads, head_dim).transpose(1, 2)       # (B, heads, HW, d)
+        key = key.view(batch, -1, heads, head_dim).transpose(1, 2)           # (B, heads, T, d)
+        value = value.view(batch, -1, heads, head_dim).transpose(1, 2)       # (B, heads, T, d)
+
+        # Scores and softmax in fp32 even under autocast (these maps are max-normalised by the
+        # loss, where half precision is coarse); the value product runs in the compute dtype.
+        # `softmax` returns a new tensor: nothing is written in place.
+        with torch.autocast(query.device.type, enabled=False):
+            scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale  # (B, heads, HW, T)
+            if attention_mask is not None:
+                mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
+                scores = scores + mask.view(batch, heads, -1, mask.shape[-1]).float()
+            probs = scores.softmax(dim=-1)                                   # (B, heads, HW, T)
+        self.store.record(self.name, probs)
+
+        hidden_states = torch.matmul(probs.to(value.dtype), value)           # (B, heads, HW, d)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, heads * head_dim)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+def cross_attention_processor_names(unet, layer: str) -> list[str]:
+    """The `attn2` processor keys under one block, e.g. `up_blocks.1.attentions.0`."""
+    prefix = layer.rstrip(".") + "."
+    return [name for name in unet.attn_processors
+            if name.startswith(prefix) and name.endswith("attn2" + PROCESSOR_SUFFIX)]
+
+
+def install(unet, layers: Iterable[str], store: AttentionStore) -> list[str]:
+    """Record cross-attention of `layers` into `store`; returns the processor keys replaced.
+
+    Every other layer keeps its current processor. A layer name that matches no
+    cross-attention is an error (a typo would otherwise silently record nothing).
+    """
+    processors = dict(unet.attn_processors)
+    replaced = []
+    for layer in layers:
+        names = cross_attention_processor_names(unet, layer)
+        if not names:
+            raise ValueError(f"attention layer {layer!r} has no cross-attention in this UNet "
+                             f"(attention blocks: {sorted({n.split('.transformer_blocks')[0] for n in processors})})")
+        for name in names:
+            processors[name] = RecordingAttnProcessor(store, name[: -len(PROCESSOR_SUFFIX)])
+            replaced.append(name)
+    unet.set_attn_processor(processors)
+    return replaced
+

@@ -1,0 +1,491 @@
+"""The one training engine: every method is a recipe (params.yaml `methods:`) this loop runs.
+
+    result = train_scene(cfg, "bas", scene)       # -> <runs>/bas/<scene_id>/train/
+
+Reads as setup / train / save / cleanup. Setup loads the base model, makes (or reuses) the
+class images, adds one token per concept, caches the VAE posteriors of the training images
+and installs attention recording only on the layers a loss reads. Each phase gets its own
+AdamW over the parameters its recipe names; the loss is the weighted sum of the terms in
+`bas.training.losses`. A phase that trains `tokens` without the whole text encoder
+changes only the new embedding rows: the other rows' gradients are zeroed and the rows
+restored after every step, so they stay bitwise equal.
+
+Output, built in a hidden temporary folder and renamed to `train/` only when complete:
+`tokens.<phase>.safetensors` after each phase, `tokens.safetensors` (final),
+`log.jsonl` (one line per step), `weights/trained.safetensors` when
+`training.keep_weights`, and `train.json` last. A finished run with the same key (method,
+recipe, scene content, model, training settings) is not redone; a killed one leaves only
+the hidden folder, removed when the scene is trained again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from bas import paths
+from bas.config import Config, MethodRecipe, PhaseRecipe, to_dict
+from bas.errors import BasError
+from bas.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_bytes
+from bas.tokens import TOKENS_FILE, WEIGHTS_FILE, add_placeholder_tokens, save_tokens, save_trained_weights
+from bas.training import attention as attn
+from bas.training.data import (SOURCES, ConceptSampler, PriorSource, SceneLike, prompt_ids,
+                               token_positions)
+from bas.training.losses import (bas_attention_loss_batch, downsample_mask, masked_diffusion_loss,
+                                 prior_loss)
+from bas.training.methods import get_recipe
+from bas.training.prior import ensure_class_images, model_identity
+
+log = logging.getLogger(__name__)
+
+TRAIN_DIR = "train"
+TRAIN_JSON = "train.json"
+LOG_FILE = "log.jsonl"
+KV_PATTERN = re.compile(r"\.attn2\.to_(k|v)\.")
+
+# Training settings that do not change what is learned (so they are not part of a run's key).
+_KEY_EXCLUDED = ("progress_bar", "keep_weights", "gradient_checkpointing")
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed from any values (stable across runs and machines)."""
+    return int(sha256_bytes(*(str(p).encode() for p in parts))[:8], 16) % (2**31)
+
+
+def phase_token_file(phase: str) -> str:
+    return f"tokens.{phase}.safetensors"
+
+
+def run_key(cfg: Config, method: str, recipe: MethodRecipe, scene: SceneLike) -> str:
+    """What a finished run depends on; a run with another key is trained again."""
+    training = {k: v for k, v in to_dict(cfg.training).items() if k not in _KEY_EXCLUDED}
+    settings = {"method": method, "recipe": to_dict(recipe), "scene": scene.content_hash,
+                "model": model_identity(cfg.models), "gpu_dtype": cfg.models.gpu_dtype, "training": training}
+    return sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:32]
+
+
+def read_train_json(train_dir: Path) -> Optional[dict]:
+    try:
+        return json.loads((Path(train_dir) / TRAIN_JSON).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def trains_weights(recipe: MethodRecipe) -> bool:
+    """Whether a recipe trains anything besides the token rows (so it has weights to keep)."""
+    return any(set(phase.trainable) - {"tokens"} for phase in recipe.phases.values() if phase.steps > 0)
+
+
+def is_complete(train_dir: Path, key: str, recipe: MethodRecipe, keep_weights: bool) -> bool:
+    info = read_train_json(train_dir)
+    if info is None or info.get("run_key") != key or not (Path(train_dir) / TOKENS_FILE).exists():
+        return False
+    return not (keep_weights and trains_weights(recipe)) or (Path(train_dir) / WEIGHTS_FILE).exists()
+
+
+def remove_partial_runs(run_dir: Path) -> None:
+    """Delete what a killed run left (`atomic_dir`'s hidden temporary folders)."""
+    for stale in Path(run_dir).glob(f".{TRAIN_DIR}.*"):
+        log.info("removing the unfinished run %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@dataclass
+class TrainResult:
+    train_dir: Path
+    skipped: bool               # a finished run with the same key was already there
+    summary: dict
+
+
+def train_scene(cfg: Config, method: str, scene: SceneLike, run_dir: Optional[Path] = None, parts=None,
+                device: Optional[torch.device] = None) -> TrainResult:
+    """Train `method` on `scene` into `run_dir/train` (default `<runs>/<method>/<scene_id>`).
+
+    `parts` (a `DiffusionParts` of the base model) is modified in place; by default the
+    base model of `cfg.models` is loaded.
+    """
+    recipe = get_recipe(cfg, method)
+    run_dir = Path(run_dir) if run_dir is not None else paths.run_dir(cfg, method, scene.scene_id)
+    train_dir = run_dir / TRAIN_DIR
+    key = run_key(cfg, method, recipe, scene)
+    if is_complete(train_dir, key, recipe, cfg.training.keep_weights):
+        log.info("%s / %s: already trained (%s)", method, scene.scene_id, train_dir)
+        return TrainResult(train_dir, True, read_train_json(train_dir) or {})
+    remove_partial_runs(run_dir)
+    trainer = Trainer(cfg, method, recipe, scene, parts=parts, device=device)
+    try:
+        with atomic_dir(train_dir) as out:
+            trainer.setup()
+            trainer.train(out)
+            summary = trainer.save(out, key)
+    finally:
+        trainer.cleanup()
+    return TrainResult(train_dir, False, summary)
+
+
+@dataclass
+class PhaseState:
+    """The optimiser side of one running phase."""
+
+    name: str
+    recipe: PhaseRecipe
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    rows_frozen: bool                       # only the new token rows may change
+    frozen_rows: Optional[torch.Tensor] = None   # (V,) bool: rows restored after each step
+    original_embeddings: Optional[torch.Tensor] = None  # (V, D)
+    trained_names: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Trainer:
+    """One method on one scene. `setup()`, `train(out)`, `save(out, key)`, `cleanup()`."""
+
+    def __init__(self, cfg: Config, method: str, recipe: MethodRecipe, scene: SceneLike, parts=None,
+                 device: Optional[torch.device] = None) -> None:
+        self.cfg, self.method, self.recipe, self.scene = cfg, method, recipe, scene
+        self.parts = parts
+        self.device = device
+        self.history: list[dict] = []
+        self.phase_summaries: list[dict] = []
+        self.trained_names: dict[str, set[str]] = {"unet": set(), "text_encoder": set()}
+        self.phase: Optional[PhaseState] = None
+        self.store: Optional[attn.AttentionStore] = None
+        self._original_processors: Optional[dict] = None
+        self._recording = False
+        self.recording_processors: list[str] = []   # processor keys that record maps now
+        self._started = time.time()
+
+    # ------------------------------------------------------------------ setup
+
+    def active_phases(self) -> list[tuple[str, PhaseRecipe]]:
+        return [(name, phase) for name, phase in self.recipe.phases.items() if phase.steps > 0]
+
+    def setup(self) -> None:
+        self._setup_models()
+        self._setup_random()
+        self._setup_prior()      # before tokens and processors: the base model makes the class images
+        self._setup_tokens()
+        self._setup_data()
+        self._setup_attention()
+
+    def _setup_models(self) -> None:
+        from bas.models import load_diffusion, pick_device
+
+        if self.parts is None:
+            self.parts = load_diffusion(self.cfg.models)
+        self.device = self.device or pick_device()
+        gpu = self.device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.models.gpu_dtype] \
+            if gpu and self.cfg.training.mixed_precision else None
+        p = self.parts
+        for module in (p.unet, p.vae, p.text_encoder):
+            module.to(self.device)
+            if any(q.dtype != torch.float32 for q in module.parameters()):
+                module.float()                            # fp32 master weights; autocast computes
+            module.requires_grad_(False)
+        p.vae.eval()
+        p.unet.train()
+        p.text_encoder.train()
+        if self.cfg.training.gradient_checkpointing:
+            p.unet.enable_gradient_checkpointing()
+            p.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # fp16 needs loss scaling; bf16 and fp32 do not.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
+        if self.cfg.training.use_8bit_adam:
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError:
+                raise BasError("params: training.use_8bit_adam = true needs the bitsandbytes package "
+                               "(pip install bitsandbytes, CUDA only), or set it to false") from None
+
+    def _setup_random(self) -> None:
+        self.seed = derive_seed("train", self.cfg.training.seed, self.scene.scene_id)
+        self.rng = random.Random(self.seed)                                # sample choices
+        self.generator = torch.Generator("cpu").manual_seed(self.seed)    # noise, timesteps, latents
+
+    def _setup_prior(self) -> None:
+        self.prior: Optional[PriorSource] = None
+        uses_prior = self.recipe.prior_preservation and any(
+            phase.loss_weights.prior > 0 for _, phase in self.active_phases())
+        if not uses_prior:
+            return
+        self.parts.unet.eval()
+        images = ensure_class_images(self.cfg, self.parts, dtype=self.amp_dtype)
+        self.parts.unet.train()
+        self.prior = PriorSource(self.parts, images, random.Random(derive_seed("prior", self.seed)),
+                                 self.generator)
+        self.prior_ids = prompt_ids(self.parts.tokenizer, [self.cfg.training.prior_images.prompt], self.device)
+
+    def _setup_tokens(self) -> None:
+        p = self.parts
+        self.tokens, self.token_ids = add_placeholder_tokens(p.tokenizer, p.text_encoder, self.scene.class_names)
+        p.text_encoder.to(self.device)   # resized embedding
+
+    def _setup_data(self) -> None:
+        data = self.recipe.data
+        sampler = ConceptSampler(len(self.scene.masks), data.concepts_per_sample, self.rng)
+        source = SOURCES[data.source]
+        self.source = source(self.scene, self.parts, sampler, self.tokens, data.prompt_template, data.token_joiner,
+                             data.flip_p, self.rng, self.generator, self.device)
+        self.latent_side = self.parts.resolution // self.parts.vae_scale_factor
+
+    def _setup_attention(self) -> None:
+        if any(phase.loss_weights.attention > 0 for _, phase in self.active_phases()):
+            self.store = attn.AttentionStore()
+            self._original_processors = dict(self.parts.unet.attn_processors)
+
+    def _set_recording(self, on: bool) -> None:
+        """Recording processors on the loss's layers while a phase needs the maps; SDPA otherwise."""
+        if on == self._recording:
+            return
+        if on:
+            self.recording_processors = attn.install(self.parts.unet, self.recipe.attention_loss.layers, self.store)
+        else:
+            self.parts.unet.set_attn_processor(dict(self._original_processors))
+            self.recording_processors = []
+        self._recording = on
+
+    # ------------------------------------------------------------------ phases
+
+    def _phase_parameters(self, recipe: PhaseRecipe) -> tuple[list[torch.nn.Parameter], bool, dict[str, list[str]]]:
+        p = self.parts
+        p.unet.requires_grad_(False)
+        p.text_encoder.requires_grad_(False)
+        names: dict[str, list[str]] = {"unet": [], "text_encoder": []}
+        trainable = set(recipe.trainable)
+        if "unet" in trainable:
+            p.unet.requires_grad_(True)
+            names["unet"] = [n for n, _ in p.unet.named_parameters()]
+        elif "cross_attention_kv" in trainable:
+            for n, param in p.unet.named_parameters():
+                if KV_PATTERN.search("." + n):
+                    param.requires_grad_(True)
+                    names["unet"].append(n)
+        rows_frozen = False
+        if "text_encoder" in trainable:
+            p.text_encoder.requires_grad_(True)
+            names["text_encoder"] = [n for n, _ in p.text_encoder.named_parameters()]
+        elif "tokens" in trainable:
+            p.text_encoder.get_input_embeddings().weight.requires_grad_(True)
+            rows_frozen = True
+        params = [q for q in p.unet.parameters() if q.requires_grad] + \
+                 [q for q in p.text_encoder.parameters() if q.requires_grad]
+        return params, rows_frozen, names
+
+    def _optimizer(self, params: list[torch.nn.Parameter], recipe: PhaseRecipe) -> torch.optim.Optimizer:
+        kwargs = dict(lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay, eps=recipe.eps)
+        if self.cfg.training.use_8bit_adam:
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(params, **kwargs)
+        return torch.optim.AdamW(params, **kwargs)
+
+    def start_phase(self, name: str, recipe: PhaseRecipe) -> PhaseState:
+        from diffusers.optimization import get_scheduler
+
+        params, rows_frozen, names = self._phase_parameters(recipe)
+        optimizer = self._optimizer(params, recipe)
+        schedule = recipe.lr_schedule
+        if schedule == "constant" and recipe.warmup_steps > 0:
+            schedule = "constant_with_warmup"
+        scheduler = get_scheduler(schedule, optimizer=optimizer, num_warmup_steps=recipe.warmup_steps,
+                                  num_training_steps=recipe.steps)
+        state = PhaseState(name, recipe, params, optimizer, scheduler, rows_frozen, trained_names=names)
+        if rows_frozen:
+            weight = self.parts.text_encoder.get_input_embeddings().weight
+            frozen = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)  # (V,)
+            frozen[self.token_ids] = False
+            state.frozen_rows = frozen
+            state.original_embeddings = weight.detach().clone()                           # (V, D)
+        self._set_recording(recipe.loss_weights.attention > 0)
+        self.phase = state
+        return state
+
+    def train(self, out: Path) -> None:
+        total = sum(phase.steps for _, phase in self.active_phases())
+        progress = _progress(total, f"{self.method} {self.scene.scene_id}", self.cfg.training.progress_bar)
+        with progress as bar:
+            for name, recipe in self.active_phases():
+                started = time.time()
+                state = self.start_phase(name, recipe)
+                for _ in range(recipe.steps):
+                    record = self.step()
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in record["terms"].items()}, refresh=False)
+                self.end_phase(state, out, time.time() - started)
+
+    def end_phase(self, state: PhaseState, out: Path, wall_s: float) -> dict:
+        for module, module_names in state.trained_names.items():
+            self.trained_names[module].update(module_names)
+        save_tokens(out / phase_token_file(state.name), self.tokens, self.token_ids, self.parts.text_encoder,
+                    self.scene.class_names)
+        group = state.optimizer.param_groups[0]
+        records = [r for r in self.history if r["phase"] == state.name]
+        terms = sorted({t for r in records for t in r["terms"]})
+        summary = {
+            "name": state.name, "steps": len(records), "wall_s": round(wall_s, 2),
+            "trainable": list(state.recipe.trainable), "rows_frozen": state.rows_frozen,
+            # Read back from the optimiser itself, not from the recipe.
+            "optimizer": {"kind": type(state.optimizer).__name__, "lr": group["initial_lr"] if "initial_lr" in group
+                          else group["lr"], "betas": list(group["betas"]), "weight_decay": group["weight_decay"],
+                          "eps": group["eps"], "num_tensors": len(state.params),
+                          "num_elements": int(sum(q.numel() for q in state.params))},
+            "loss_weights": to_dict(state.recipe.loss_weights),
+            "recording_processors": list(self.recording_processors),
+            "loss_mean": {t: _mean([r["terms"][t] for r in records if t in r["terms"]]) for t in terms},
+            "loss_first": records[0]["terms"] if records else {},
+            "loss_last": records[-1]["terms"] if records else {},
+        }
+        self.phase_summaries.append(summary)
+        atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in self.history))
+        self.phase = None
+        return summary
+
+    # ------------------------------------------------------------------ one step
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def compute_losses(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+        """Draw a batch, run the model once, return (weighted loss, terms, step facts)."""
+        p, state = self.parts, self.phase
+        weights = state.recipe.loss_weights
+        batch = self.cfg.training.batch_size
+        samples = [self.source.draw() for _ in range(batch)]
+        latents = torch.cat([s.latents for s in samples])                           # (B, 4, h, w)
+        ids = prompt_ids(p.tokenizer, [s.prompt for s in samples], self.device)     # (B, 77)
+        n_prior = 0
+        if self.prior is not None and weights.prior > 0:
+            # The BaS code's batch order: class images first, then the scene.
+            drawn = [self.prior.draw() for _ in range(batch)]
+            latents = torch.cat([d[1] for d in drawn] + [latents])                  # (2B, 4, h, w)
+            ids = torch.cat([self.prior_ids.expand(batch, -1), ids])                # (2B, 77)
+            n_prior = batch
+        n = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=self.generator).to(self.device)            # (n, 4, h, w)
+        timesteps = torch.randint(0, p.noise_scheduler.config.num_train_timesteps, (n,),
+                                  generator=self.generator).to(self.device)                  # (n,)
+        noisy = p.noise_scheduler.add_noise(latents, noise, timesteps)
+        if p.noise_scheduler.config.prediction_type == "v_prediction":
+            target = p.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+
+        if self.store is not None:
+            self.store.reset()
+        with self._autocast():
+            hidden = p.text_encoder(ids)[0]                                          # (n, 77, D)
+            pred = p.unet(noisy, timesteps, hidden).sample                           # (n, 4, h, w)
+
+        terms: dict[str, torch.Tensor] = {}
+        mask_fraction = 1.0
+        if weights.diffusion > 0:
+            mask = None
+            if self.recipe.diffusion_loss.masked:
+                union = torch.stack([s.masks.amax(dim=0) for s in samples])[:, None]  # (B, 1, H, W)
+                mask = downsample_mask(union, self.latent_side)                       # (B, 1, h, w)
+                mask_fraction = float(mask.mean())
+            terms["diffusion"] = masked_diffusion_loss(pred[n_prior:], target[n_prior:], mask,
+                                                       self.recipe.diffusion_loss.normalise)
+        if n_prior:
+            terms["prior"] = prior_loss(pred[:n_prior], target[:n_prior])
+        if weights.attention > 0:
+            maps = self.store.mean_map(self.recipe.attention_loss.layers)[n_prior:]    # (B, HW, 77)
+            positions = [token_positions(ids[n_prior + b], [self.token_ids[i] for i in s.concepts])
+                         for b, s in enumerate(samples)]
+            terms["attention"] = bas_attention_loss_batch(maps, positions, [s.masks for s in samples])
+        loss = sum(getattr(weights, name) * value for name, value in terms.items())
+        facts = {"concepts": [s.concepts for s in samples], "flipped": [s.flipped for s in samples],
+                 "timesteps": timesteps[n_prior:].tolist(), "mask_fraction": mask_fraction,
+                 "prior_images": n_prior}
+        return loss, terms, facts
+
+    def step(self) -> dict:
+        state = self.phase
+        loss, terms, facts = self.compute_losses()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(state.optimizer)
+        # Clip over every trainable tensor's whole gradient, as the BaS code does (in phase 1
+        # that is the full embedding matrix's gradient), before other rows are zeroed.
+        grad_norm = None
+        if state.recipe.grad_clip is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(state.params, state.recipe.grad_clip))
+        weight = self.parts.text_encoder.get_input_embeddings().weight
+        if state.rows_frozen and weight.grad is not None:
+            weight.grad[state.frozen_rows] = 0
+        lr = state.optimizer.param_groups[0]["lr"]
+        self.scaler.step(state.optimizer)
+        self.scaler.update()
+        state.scheduler.step()
+        state.optimizer.zero_grad(set_to_none=True)
+        if state.rows_frozen:
+            with torch.no_grad():
+                weight[state.frozen_rows] = state.original_embeddings[state.frozen_rows]
+        if self.store is not None:
+            self.store.reset()
+        record = {"phase": state.name, "step": len(self.history), "lr": lr, "loss": float(loss.detach()),
+                  "terms": {k: float(v.detach()) for k, v in terms.items()}, "grad_norm": grad_norm, **facts}
+        self.history.append(record)
+        return record
+
+    # ------------------------------------------------------------------ save / cleanup
+
+    def save(self, out: Path, key: str) -> dict:
+        p = self.parts
+        save_tokens(out / TOKENS_FILE, self.tokens, self.token_ids, p.text_encoder, self.scene.class_names)
+        weights_saved = False
+        if self.cfg.training.keep_weights and any(self.trained_names.values()):
+            save_trained_weights(out / WEIGHTS_FILE, {"unet": p.unet, "text_encoder": p.text_encoder},
+                                 {k: sorted(v) for k, v in self.trained_names.items()})
+            weights_saved = True
+        summary = {
+            "method": self.method, "recipe": to_dict(self.recipe), "run_key": key,
+            "scene_id": self.scene.scene_id, "content_hash": self.scene.content_hash,
+            "placeholders": self.tokens, "token_ids": self.token_ids, "class_names": list(self.scene.class_names),
+            "phases": self.phase_summaries, "steps": len(self.history),
+            "wall_s": round(time.time() - self._started, 2), "profile": p.profile,
+            "model": model_identity(self.cfg.models), "device": str(self.device),
+            "autocast": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
+            "seed": self.seed, "training": to_dict(self.cfg.training),
+            "prior_images": len(self.prior) if self.prior is not None else 0,
+            "weights_saved": weights_saved,
+        }
+        atomic_write_json(out / TRAIN_JSON, summary)   # the marker: written last
+        return summary
+
+    def cleanup(self) -> None:
+        p = self.parts
+        if p is None:
+            return
+        if self._recording:
+            self._set_recording(False)
+        for module in (p.unet, p.text_encoder):
+            module.requires_grad_(False)
+            module.eval()
+        if self.cfg.training.gradient_checkpointing:
+            p.unet.disable_gradient_checkpointing()
+            p.text_encoder.gradient_checkpointing_disable()
+        self.phase = None
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True)

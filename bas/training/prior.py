@@ -1,0 +1,84 @@
+"""Class images for prior preservation: generated once by the base model, then reused.
+
+The BaS code samples `num_class_images` images of its class prompt ("a photo at the
+beach") with the base pipeline before training. They depend only on the base model, the
+prompt and the sampler settings, so this project makes them once per such key, under
+`<storage>/prior_images/<key>/`, and every scene and method reuses them. A folder is
+complete when its `images.json` exists (written last, the folder renamed into place).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from PIL import Image
+
+from bas import paths
+from bas.config import Config, ModelsConfig, to_dict
+from bas.errors import DataError
+from bas.io import atomic_dir, sha256_bytes
+
+log = logging.getLogger(__name__)
+
+MARKER = "images.json"
+
+
+def model_identity(models: ModelsConfig) -> str:
+    """Which base weights a profile means (what a cached result depends on)."""
+    if models.profile == "tiny":
+        from bas.models.tiny import TINY_VERSION
+
+        return f"tiny:v{TINY_VERSION}:seed{models.tiny_seed}"
+    return f"{models.profile}:{models.sd21.diffusion}"
+
+
+def class_images_key(cfg: Config) -> str:
+    settings = {"model": model_identity(cfg.models), "prior": to_dict(cfg.training.prior_images)}
+    return sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:16]
+
+
+def class_images_dir(cfg: Config) -> Path:
+    return paths.prior_images_root(cfg) / class_images_key(cfg)
+
+
+def class_image_seeds(cfg: Config) -> list[int]:
+    prior = cfg.training.prior_images
+    return [prior.seed * 1_000_003 + i for i in range(prior.num_images)]
+
+
+def _load(directory: Path, count: int) -> list[Image.Image]:
+    images = []
+    for i in range(count):
+        path = directory / f"{i:04d}.png"
+        try:
+            with Image.open(path) as im:
+                images.append(im.convert("RGB"))
+        except (OSError, ValueError) as err:
+            raise DataError(f"class image {path} is unreadable ({err}); delete {directory} to remake it") from None
+    return images
+
+
+def ensure_class_images(cfg: Config, parts, dtype=None) -> list[Image.Image]:
+    """The class images of `cfg`, generating them with `parts` (the *base* model) if absent."""
+    prior = cfg.training.prior_images
+    directory = class_images_dir(cfg)
+    if (directory / MARKER).exists():
+        return _load(directory, prior.num_images)
+    try:
+        from bas.generation.sampler import generate
+    except ImportError as err:  # the sampler lands with the generation package
+        raise DataError(f"class images for prior preservation are missing in {directory} and the "
+                        f"sampler (bas.generation.sampler) is not available: {err}") from None
+    log.info("generating %d class images %r into %s", prior.num_images, prior.prompt, directory)
+    seeds = class_image_seeds(cfg)
+    images = generate(parts, [prior.prompt] * len(seeds), seeds, steps=prior.sampling_steps,
+                      guidance_scale=prior.guidance_scale, batch_size=prior.batch_size, dtype=dtype)
+    with atomic_dir(directory) as tmp:
+        for i, image in enumerate(images):
+            image.save(tmp / f"{i:04d}.png", format="PNG")
+        (tmp / MARKER).write_text(json.dumps({
+            "model": model_identity(cfg.models), "prompt": prior.prompt, "seeds": seeds,
+            "settings": to_dict(prior)}, indent=2) + "\n")
+    return _load(directory, prior.num_images)
