@@ -197,8 +197,8 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
             scene = load_scene(paths.scenes_dir(cfg) / scene_id)
             before = _image_stats(paths.images_dir(run))
             started = time.perf_counter()
-            key = run_key(cfg, method, get_recipe(cfg, method), scene)
-            if is_complete(run / TRAIN_DIR, key, cfg.training.keep_weights):
+            recipe = get_recipe(cfg, method)
+            if is_complete(run / TRAIN_DIR, run_key(cfg, method, recipe, scene), recipe, cfg.training.keep_weights):
                 manifest = generate_run(cfg, method, scene_id, run)
                 summary["generate_seconds"] = time.perf_counter() - started
             else:
