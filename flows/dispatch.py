@@ -166,7 +166,8 @@ def finish(cfg: Config, flow: str, outcomes: Sequence[Outcome], started: float,
     summary = pipeline.run_summary(cfg, outcomes, time.perf_counter() - started, flow=flow, extra=extra)
     path = pipeline.write_run_summary(cfg, summary)
     text = pipeline.format_summary(summary)
-    get_run_logger().info("run summary (%s):\n%s", path, text)
+    # The CLI prints the summary; the UI shows it as this run's artifact.
+    get_run_logger().info("run summary: %d failure(s), written to %s", len(summary["failures"]), path)
     create_markdown_artifact(key=f"{flow.replace('_', '-')}-summary", markdown=f"```\n{text}\n```",
                              description=f"bas {flow} run summary ({path})")
     return summary

@@ -118,7 +118,7 @@ class PrefectServer:
         for item in overrides:
             args += ["-S", item]
         args += ["worker", "--name", name, "--project-dir", str(REPO)]
-        log = open(log_dir / f"worker-{name}.log", "w")
+        log = open(log_dir / f"worker-{name}.log", "a")
         process = subprocess.Popen(args, cwd=REPO, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         self.workers[name] = process

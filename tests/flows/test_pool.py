@@ -39,20 +39,31 @@ def _bas(server, overrides: dict, *command: str, **kwargs) -> list[str]:
     return [sys.executable, "-m", "bas.cli", *set_args(overrides), *command]
 
 
-@pytest.fixture
-def pool(prefect_server, tmp_path, coco_root):
-    """A fresh pool with the deployments pointed at it and two workers, w1 and w2."""
+@pytest.fixture(scope="module")
+def pool(prefect_server, tmp_path_factory, coco_root):
+    """A fresh pool, the deployments pointed at it, and two workers, w1 and w2."""
     name = f"gpu-{uuid.uuid4().hex[:6]}"
-    overrides = _pool_overrides(tmp_path / "storage", coco_root, name)
+    logs = tmp_path_factory.mktemp("workers")
+    overrides = _pool_overrides(logs / "unused-storage", coco_root, name)
     deploy = subprocess.run(_bas(prefect_server, overrides, "deploy"), cwd=REPO, env=prefect_server.env(),
                             capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+
+    def start(worker: str) -> None:
+        prefect_server.start_worker(worker, REPO / "params.yaml", [f"orchestration.work_pool={name}"], logs)
+
     for worker in ("w1", "w2"):
-        prefect_server.start_worker(worker, REPO / "params.yaml", set_args(overrides)[1::2], tmp_path)
+        start(worker)
     try:
-        yield overrides
+        yield {"overrides": overrides, "start": start, "logs": logs}
     finally:
         prefect_server.stop_workers()
+
+
+@pytest.fixture
+def overrides(pool, tmp_path, coco_root):
+    """This test's params: its own storage root on the module's pool."""
+    return {**pool["overrides"], "paths.storage_root": str(tmp_path / "storage")}
 
 
 def _run(prefect_server, overrides, tmp_path) -> subprocess.Popen:
@@ -61,8 +72,8 @@ def _run(prefect_server, overrides, tmp_path) -> subprocess.Popen:
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-def _log(tmp_path: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(tmp_path.glob("*.log")))
+def _log(*directories: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for d in directories for p in sorted(d.glob("*.log")))
 
 
 def _completed(cfg, stage: str) -> dict[tuple[str, str], list[dict]]:
@@ -98,10 +109,10 @@ def _summary(cfg) -> dict:
     return json.loads(path.read_text())
 
 
-def test_full_eval_fans_out_to_both_workers(prefect_server, pool, tmp_path):
-    cfg = config.load(REPO / "params.yaml", pool)
-    run = _run(prefect_server, pool, tmp_path)
-    assert run.wait(timeout=900) == 0, _log(tmp_path)
+def test_full_eval_fans_out_to_both_workers(prefect_server, pool, overrides, tmp_path):
+    cfg = config.load(REPO / "params.yaml", overrides)
+    run = _run(prefect_server, overrides, tmp_path)
+    assert run.wait(timeout=900) == 0, _log(tmp_path, pool["logs"])
 
     summary = _summary(cfg)
     assert summary["failures"] == []
@@ -118,14 +129,32 @@ def test_full_eval_fans_out_to_both_workers(prefect_server, pool, tmp_path):
     assert listening_addresses(prefect_server.port) == {"127.0.0.1"}
 
 
-def test_a_killed_worker_loses_nothing(prefect_server, pool, tmp_path):
-    cfg = config.load(REPO / "params.yaml", pool)
-    run = _run(prefect_server, pool, tmp_path)
+def test_deploy_made_the_pools_and_the_cron_schedule(prefect_server, pool):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    orch = config.load(REPO / "params.yaml", pool["overrides"]).orchestration
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        with get_client(sync_client=True) as client:
+            gpu, controller = client.read_work_pool(orch.work_pool), client.read_work_pool(orch.controller_pool)
+            scheduled = client.read_deployment_by_name("full-eval/scheduled")
+            scene = client.read_deployment_by_name("train-generate-scene/gpu")
+    assert (gpu.type, gpu.concurrency_limit) == ("process", 2)
+    assert controller.concurrency_limit == 1
+    assert scheduled.work_pool_name == orch.controller_pool and scene.work_pool_name == orch.work_pool
+    [schedule] = scheduled.schedules
+    assert schedule.active and schedule.schedule.cron == orch.schedule_cron
+    assert scheduled.parameters == {"params_file": "params.yaml"}
+
+
+def test_a_killed_worker_loses_nothing(prefect_server, pool, overrides, tmp_path):
+    cfg = config.load(REPO / "params.yaml", overrides)
+    run = _run(prefect_server, overrides, tmp_path)
     # Wait until a worker is in the middle of a scene, then kill it with its flow run process.
-    victim = deadline = None
+    victim = None
     deadline = time.monotonic() + 600
     while victim is None:
-        assert run.poll() is None and time.monotonic() < deadline, _log(tmp_path)
+        assert run.poll() is None and time.monotonic() < deadline, _log(tmp_path, pool["logs"])
         for method in METHODS:
             for directory in (paths.records_dir(cfg) / "attempts" / "train_generate" / method).glob("*"):
                 running = [r for r in attempts.read_attempts(directory) if r["status"] == attempts.RUNNING]
@@ -137,7 +166,10 @@ def test_a_killed_worker_loses_nothing(prefect_server, pool, tmp_path):
         time.sleep(0.2)
     kill_tree(prefect_server.workers[victim["worker"]])
     survivor = ({"w1", "w2"} - {victim["worker"]}).pop()
-    assert run.wait(timeout=900) == 0, _log(tmp_path)
+    try:
+        assert run.wait(timeout=900) == 0, _log(tmp_path, pool["logs"])
+    finally:
+        pool["start"](victim["worker"])  # the machine is back for the other tests
 
     summary = _summary(cfg)
     assert summary["failures"] == []
