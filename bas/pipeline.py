@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -172,14 +173,16 @@ def _image_stats(images_dir: Path) -> dict[str, tuple[int, int]]:
 def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None) -> dict:
     """Train `method` on the scene (unless finished), then make the missing images of its grid.
 
-    The grid is made with the model still in memory after training; when training was
-    already finished, the trained tokens/weights are loaded from the run directory, and
-    only if an image is missing. Returns a summary (also in the attempt record).
+    The grid is made with the model still in memory after training. When training had
+    finished but the grid had not (a lost worker), the trained tokens and weights are loaded
+    from the run directory; if the weights were not kept (`training.keep_weights`) the
+    method is trained again. Returns a summary (also in the attempt record).
     """
     from bas.generation.run import generate_grid, generate_run
     from bas.models import load_diffusion, pick_device
     from bas.scenes import load_scene
-    from bas.training.engine import TRAIN_DIR, is_complete, run_key, train_scene
+    from bas.tokens import WEIGHTS_FILE
+    from bas.training.engine import TRAIN_DIR, is_complete, run_key, train_scene, trains_weights
     from bas.training.methods import get_recipe
 
     run = paths.run_dir(cfg, method, scene_id)
@@ -198,7 +201,17 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
             before = _image_stats(paths.images_dir(run))
             started = time.perf_counter()
             recipe = get_recipe(cfg, method)
-            if is_complete(run / TRAIN_DIR, run_key(cfg, method, recipe, scene), recipe, cfg.training.keep_weights):
+            train_dir = run / TRAIN_DIR
+            trained = is_complete(train_dir, run_key(cfg, method, recipe, scene), recipe, cfg.training.keep_weights)
+            if trained and trains_weights(recipe) and not (train_dir / WEIGHTS_FILE).exists():
+                # The fine-tuned weights were not kept (training.keep_weights), so the model that
+                # made the grid is gone: train again rather than finish the grid with another
+                # model. Images the new model makes differently are stale and made again.
+                log.info("%s/%s: grid unfinished and the trained weights were not kept: training again",
+                         method, scene_id)
+                shutil.rmtree(train_dir)
+                trained = False
+            if trained:
                 manifest = generate_run(cfg, method, scene_id, run)
                 summary["generate_seconds"] = time.perf_counter() - started
             else:
