@@ -102,6 +102,7 @@ def project(tmp_path_factory, coco_root, prefect_server) -> Project:
     project.run("git", "init", "-q")
     project.run("dvc", "init", "-q")
     project.run("dvc", "config", "core.analytics", "false")
+    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")  # __pycache__ is not a stage input
     project.run("dvc", "remote", "add", "-d", "local", str(root.parent / f"{root.name}-dvc-storage"))
     assert project.repro() == ALL_STAGES
     project.run("git", "add", "-A")
