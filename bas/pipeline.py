@@ -203,7 +203,8 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
             recipe = get_recipe(cfg, method)
             train_dir = run / TRAIN_DIR
             trained = is_complete(train_dir, run_key(cfg, method, recipe, scene), recipe, cfg.training.keep_weights)
-            if trained and trains_weights(recipe) and not (train_dir / WEIGHTS_FILE).exists():
+            if (trained and trains_weights(recipe) and not (train_dir / WEIGHTS_FILE).exists()
+                    and not _grid_complete(cfg, method, scene, run)):
                 # The fine-tuned weights were not kept (training.keep_weights), so the model that
                 # made the grid is gone: train again rather than finish the grid with another
                 # model. Images the new model makes differently are stale and made again.
@@ -230,6 +231,17 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
             atomic_write_json(run / DONE_FILE, {"fingerprint": fingerprint, "images": len(manifest)})
         record.data["summary"] = summary
     return summary
+
+
+def _grid_complete(cfg: Config, method: str, scene, run: Path) -> bool:
+    """Whether the grid of a finished training has every image, made with its saved tokens."""
+    from bas.generation.run import plan_grid, tokens_fingerprint
+    from bas.tokens import TOKENS_FILE, load_tokens
+
+    learned, _ = load_tokens(paths.train_dir(run) / TOKENS_FILE)
+    plan = plan_grid(cfg, method, scene.scene_id, list(learned), scene.class_names, cfg.models.profile,
+                     tokens_fingerprint(learned), run)
+    return plan.complete and paths.manifest_path(run).exists()
 
 
 def _count_manifest(path: Path) -> int:
