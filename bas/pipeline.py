@@ -380,7 +380,10 @@ def format_summary(summary: dict) -> str:
     lines = [
         f"{summary['flow']}: {summary['num_scenes']} scenes x {len(summary['methods'])} methods "
         f"({', '.join(summary['methods'])})",
-        f"  images: {summary['images']} in the grids, {summary['images_generated']} made in this run",
+    ]
+    if "train_generate" in summary["stages"]:
+        lines.append(f"  images: {summary['images']} in the grids, {summary['images_generated']} made in this run")
+    lines += [
         f"  stages: {stages or '-'}",
         f"  wall time: {summary['wall_seconds']:.1f}s; device time ({device}): {per_stage}",
         f"  workers: {', '.join(summary['workers']) or '-'}",
