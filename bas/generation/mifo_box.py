@@ -77,7 +77,9 @@ class BoxController:
         return len(self.boxes)
 
     def reset_values(self) -> None:
-        self.values: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"cross": [], "self": []}
+        # kind -> one entry per loss layer -> one (fg, bg) per sample, each (S_b,): samples of a
+        # batch may have different numbers of subjects.
+        self.values: dict[str, list[list[tuple[torch.Tensor, torch.Tensor]]]] = {"cross": [], "self": []}
 
     def grids(self, hw: int) -> list[torch.Tensor]:
         """Each sample's (S, hw) box grid at this resolution."""
@@ -114,27 +116,24 @@ class BoxController:
     def record(self, cross: bool, probs: torch.Tensor) -> None:
         """Foreground / background mass of an optimisation pass's loss layer; probs (B, heads, n, keys)."""
         grids = self.grids(probs.shape[2])
-        fgs, bgs = [], []
-        for b in range(probs.shape[0]):
-            if cross:
-                fg, bg = bc.cross_mass(probs[b], grids[b], self.positions[b])
-            else:
-                fg, bg = bc.self_mass(probs[b], grids[b])
-            fgs.append(fg)
-            bgs.append(bg)
-        self.values["cross" if cross else "self"].append((torch.stack(fgs), torch.stack(bgs)))   # (B, S) each
+        per_sample = [bc.cross_mass(probs[b], grids[b], self.positions[b]) if cross else bc.self_mass(probs[b], grids[b])
+                      for b in range(probs.shape[0])]
+        self.values["cross" if cross else "self"].append(per_sample)
 
     def losses(self, settings: MifoBoxConfig, alpha: float) -> torch.Tensor:
         """Each sample's loss of the last pass, (B,): layers averaged, subjects summed."""
-        total = 0.0
-        for kind, weight in (("cross", settings.cross_weight), ("self", settings.self_weight)):
-            values = self.values[kind]
-            if not values:
-                raise RuntimeError(f"no {kind}-attention recorded on the box-control loss layers")
-            fg = torch.stack([v[0] for v in values]).mean(dim=0)                 # (B, S)
-            bg = torch.stack([v[1] for v in values]).mean(dim=0)
-            total = total + weight * bc.box_loss(fg, bg, alpha).sum(dim=1)
-        return total
+        totals = []
+        for b in range(self.samples):
+            total = 0.0
+            for kind, weight in (("cross", settings.cross_weight), ("self", settings.self_weight)):
+                layers = self.values[kind]
+                if not layers:
+                    raise RuntimeError(f"no {kind}-attention recorded on the box-control loss layers")
+                fg = torch.stack([layer[b][0] for layer in layers]).mean(dim=0)   # (S_b,), layers averaged
+                bg = torch.stack([layer[b][1] for layer in layers]).mean(dim=0)
+                total = total + weight * bc.box_loss(fg, bg, alpha).sum()
+            totals.append(total)
+        return torch.stack(totals)                                               # (B,)
 
 
 class BoxAttnProcessor:
