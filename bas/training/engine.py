@@ -6,7 +6,8 @@ Reads as setup / train / save / cleanup. Setup loads the base model, makes (or r
 class images, adds one token per concept, caches the VAE posteriors of the training images
 and installs attention recording only on the layers a loss reads. Each phase gets its own
 AdamW over the parameters its recipe names; the loss is the weighted sum of the terms in
-`bas.training.losses`. A phase that trains `tokens` without the whole text encoder
+`bas.training.losses` and of the recipe's named attention terms the phase weights
+(`term_weights`, computed by `bas.training.terms` with their step and timestep schedules). A phase that trains `tokens` without the whole text encoder
 changes only the new embedding rows: the other rows' gradients are zeroed and the rows
 restored after every step, so they stay bitwise equal.
 
@@ -70,10 +71,24 @@ def phase_token_file(phase: str) -> str:
     return f"tokens.{phase}.safetensors"
 
 
+def _recipe_key(recipe: MethodRecipe) -> dict:
+    """The recipe as a run key sees it: recipe keys added later (attention terms, term weights,
+    prior prompt) are left out while unused, so runs finished before they existed keep their key."""
+    data = to_dict(recipe)
+    if not data["attention_terms"]:
+        del data["attention_terms"]
+    if data["prior_prompt"] is None:
+        del data["prior_prompt"]
+    for phase in data["phases"].values():
+        if not phase["term_weights"]:
+            del phase["term_weights"]
+    return data
+
+
 def run_key(cfg: Config, method: str, recipe: MethodRecipe, scene: SceneLike) -> str:
     """What a finished run depends on; a run with another key is trained again."""
     training = {k: v for k, v in to_dict(cfg.training).items() if k not in _KEY_EXCLUDED}
-    settings = {"method": method, "recipe": to_dict(recipe), "scene": scene.content_hash,
+    settings = {"method": method, "recipe": _recipe_key(recipe), "scene": scene.content_hash,
                 "model": model_identity(cfg.models), "gpu_dtype": cfg.models.gpu_dtype, "training": training}
     return sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:32]
 

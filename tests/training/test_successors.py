@@ -247,14 +247,20 @@ def _overrides(cfg):
 
 def test_mifo_box_on_bas_tokens_into_a_second_folder(coco_scenes, tiny_models_cfg, tiny_scorers, make_untrained_run,
                                                      tmp_path):
-    """`generate_run(..., out=)`: a BaS run's tokens with box control, its DDIM grid untouched."""
-    cfg = config.load(PARAMS, {"models.cache_dir": tiny_models_cfg.cache_dir, "paths.storage_root": str(tmp_path),
-                               "generation.templates": ["a photo of {tokens} in the snow"], "generation.steps": 2,
-                               "generation.sampler": "mifo_box", "generation.mifo_box.guidance_steps": 2,
-                               "generation.mifo_box.iterations": 1})
+    """`bas generate --out` with `generation.sampler=mifo_box`: a BaS run's tokens with box control,
+    the run's own folder untouched."""
+    from bas.cli import main
+
+    settings = {"models.cache_dir": tiny_models_cfg.cache_dir, "paths.storage_root": str(tmp_path),
+                "generation.templates": ["a photo of {tokens} in the snow"], "generation.steps": 2,
+                "generation.sampler": "mifo_box", "generation.mifo_box.guidance_steps": 2,
+                "generation.mifo_box.iterations": 1}
+    cfg = config.load(PARAMS, settings)
     run = make_untrained_run(tmp_path / "runs" / "bas" / SCENE, "bas", SCENE, ["cat", "couch"])
     out = tmp_path / "runs" / "bas-mifo_box" / SCENE
-    generate_run(cfg, "bas", SCENE, run, coco_scenes, progress=False, out=out)
+    flags = [arg for key, value in settings.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
+    assert main(flags + ["generate", "--method", "bas", "--scene", SCENE, "--scenes", str(coco_scenes),
+                         "--out", str(out), "--no-progress"]) == 0
     assert not paths.manifest_path(run).exists() and not paths.images_dir(run).exists()
     _check_grid_and_scores(out, cfg, coco_scenes, make_scorer(cfg, scorers=tiny_scorers), "mifo_box")
     # Another box-control setting makes the images stale: they are made again.
@@ -265,3 +271,24 @@ def test_mifo_box_on_bas_tokens_into_a_second_folder(coco_scenes, tiny_models_cf
                                    "generation.mifo_box.guidance_steps": 2, "generation.mifo_box.iterations": 2})
     generate_run(changed, "bas", SCENE, run, coco_scenes, progress=False, out=out)
     assert sorted(p.stat().st_mtime_ns for p in paths.images_dir(out).iterdir()) != stamp
+
+
+def test_run_keys_of_older_recipes_do_not_change(cfg, coco_scene):
+    """A BaS recipe hashes as it did before attention terms existed (finished runs stay finished)."""
+    from bas.config import to_dict
+    from bas.io import sha256_bytes
+    from bas.training.engine import run_key
+    from bas.training.prior import model_identity
+
+    recipe = get_recipe(cfg, "bas")
+    old = to_dict(recipe)
+    del old["attention_terms"], old["prior_prompt"]
+    for phase in old["phases"].values():
+        del phase["term_weights"]
+    training = {k: v for k, v in to_dict(cfg.training).items()
+                if k not in ("progress_bar", "keep_weights", "gradient_checkpointing")}
+    settings = {"method": "bas", "recipe": old, "scene": coco_scene.content_hash,
+                "model": model_identity(cfg.models), "gpu_dtype": cfg.models.gpu_dtype, "training": training}
+    want = sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:32]     # the key as it was computed
+    assert run_key(cfg, "bas", recipe, coco_scene) == want
+    assert run_key(cfg, "mifo", get_recipe(cfg, "mifo"), coco_scene) != want
