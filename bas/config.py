@@ -112,6 +112,48 @@ BAS_TEMPLATES = (
 )
 
 
+# SD 2.1's mid block (8x8) and decoder 16x16 blocks: where MIFO's box-control loss is read
+# (its code's attention layers 12-19). The tiny profile has the same names at half the size.
+MIFO_BOX_LOSS_LAYERS = (
+    "mid_block.attentions.0",
+    "up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2",
+)
+
+
+@dataclass(frozen=True)
+class MifoBoxConfig:
+    """The `mifo_box` sampler (MIFO's precise synthesis, PROTOCOL.md sec. 3): DDIM + CFG with
+    box control. See bas/generation/mifo_box.py and docs/SUCCESSORS.md."""
+
+    guidance_steps: int = 15          # the first denoising steps whose latent is optimised
+    iterations: int = 5               # at most this many gradient steps a denoising step
+    loss_threshold: float = 0.2       # stop a step's optimisation once the loss / subjects is below
+    step_size_start: float = 8.0      # latent step size at denoising step 0 ...
+    step_size_end: float = 2.0        # ... moving linearly towards this at step guidance_steps
+    cross_weight: float = 1.5         # loss = cross_weight * L_cross + self_weight * L_self
+    self_weight: float = 0.5
+    alpha_start: float = 0.4          # out-of-box penalty weight: alpha_start until step 1,
+    alpha_mid: float = 0.1            # linearly to alpha_mid at alpha_linear_end,
+    alpha_linear_end: int = 3
+    alpha_end: float = 0.01           # then cosine to alpha_end at alpha_cosine_end (MIFO code: 150)
+    alpha_cosine_end: int = 150
+    loss_layers: tuple[str, ...] = MIFO_BOX_LOSS_LAYERS   # attention blocks the loss reads
+    # Attention blocks whose attention is masked by the boxes; empty = every block (MIFO code).
+    mask_layers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        key = "generation.mifo_box"
+        _check(self.guidance_steps >= 0, f"{key}.guidance_steps", self.guidance_steps, "must be >= 0")
+        _check(self.iterations >= 1, f"{key}.iterations", self.iterations, "must be >= 1")
+        _check(self.loss_threshold >= 0, f"{key}.loss_threshold", self.loss_threshold, "must be >= 0")
+        for name in ("step_size_start", "step_size_end", "cross_weight", "self_weight", "alpha_start",
+                     "alpha_mid", "alpha_end"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), "must be >= 0")
+        _check(2 <= self.alpha_linear_end < self.alpha_cosine_end, f"{key}.alpha_linear_end",
+               self.alpha_linear_end, "must be >= 2 and below alpha_cosine_end")
+        _check(len(self.loss_layers) >= 1, f"{key}.loss_layers", self.loss_layers, "needs at least one block")
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """PROTOCOL.md sec. 4: the prompt grid and the sampler every method shares."""
@@ -131,6 +173,8 @@ class GenerationConfig:
     # batch (CPU kernels are not batch-invariant). never: batched calls. auto: always on CPU,
     # never on GPU.
     batch_invariant: Literal["auto", "always", "never"] = "auto"
+    # Settings of the `mifo_box` sampler (used only when `sampler: mifo_box`).
+    mifo_box: MifoBoxConfig = field(default_factory=MifoBoxConfig)
 
     def __post_init__(self) -> None:
         from bas.generation.samplers import SAMPLERS
@@ -280,8 +324,9 @@ class OrchestrationConfig:
 # What a phase may train. `tokens`: the new concept rows of the embedding matrix only (every
 # other row restored after each step); `text_encoder`: the whole text encoder, all embedding
 # rows included; `unet`: the whole UNet; `cross_attention_kv`: the UNet's cross-attention
-# key/value projections (Custom Diffusion).
-TRAINABLE = ("tokens", "unet", "text_encoder", "cross_attention_kv")
+# key/value projections (Custom Diffusion); `cross_attention_k`: only their key projections
+# (Separate-and-Enhance).
+TRAINABLE = ("tokens", "unet", "text_encoder", "cross_attention_kv", "cross_attention_k")
 
 # SD's 16x16 cross-attention layers (8x8 in the tiny profile): BaS's attention loss reads these.
 BAS_ATTENTION_LAYERS = (
@@ -343,7 +388,7 @@ class PhaseRecipe:
     """One optimisation phase: its own AdamW, schedule, trainable parameters and loss weights."""
 
     steps: int                       # 0 skips the phase
-    trainable: tuple[Literal["tokens", "unet", "text_encoder", "cross_attention_kv"], ...]
+    trainable: tuple[Literal["tokens", "unet", "text_encoder", "cross_attention_kv", "cross_attention_k"], ...]
     lr: float
     betas: tuple[float, float]
     weight_decay: float
@@ -352,6 +397,9 @@ class PhaseRecipe:
     warmup_steps: int
     grad_clip: Optional[float]       # max global grad norm; null = no clipping
     loss_weights: LossWeights
+    # Weight of each named attention term of the recipe (`attention_terms`) in this phase;
+    # a term not listed, or weighted 0, is off.
+    term_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_field(self.steps >= 0, "steps", self.steps, "must be >= 0")
@@ -397,6 +445,47 @@ class AttentionLossRecipe:
     layers: tuple[str, ...]          # UNet attention blocks whose cross-attention maps are read
 
 
+# Attention-map loss terms of the successor methods (bas/training/terms.py runs them).
+TERM_KINDS = ("mifo_reward", "mifo_penalty", "tl_hard", "tl_soft", "sne_separate", "sne_enhance")
+RESERVED_TERMS = ("diffusion", "attention", "prior")
+
+
+@dataclass(frozen=True)
+class AttentionTermRecipe:
+    """One named attention loss term: what it computes, on which layers, and when it is on.
+
+    A phase turns it on with a weight in `term_weights`. `from_step`/`until_step` count the
+    phase's own steps (half-open); `max_timestep` keeps only samples noised at t < it.
+    """
+
+    kind: Literal["mifo_reward", "mifo_penalty", "tl_hard", "tl_soft", "sne_separate", "sne_enhance"]
+    layers: tuple[str, ...]          # UNet attention blocks (SD 2.1 names) whose cross-attention is read
+    from_step: int = 0
+    until_step: Optional[int] = None
+    max_timestep: Optional[int] = None
+    target_scale: float = 0.5        # mifo_reward: the target is target_scale x the mask
+    map_scale: int = 4               # tl_*: guidance maps at map_scale x the latent side (256 on SD 2.1)
+    smoothing_size: int = 3          # sne_enhance: Gaussian kernel size and sigma
+    smoothing_sigma: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_field(len(self.layers) >= 1, "layers", self.layers, "needs at least one attention block")
+        _check_field(self.from_step >= 0, "from_step", self.from_step, "must be >= 0")
+        _check_field(self.until_step is None or self.until_step > self.from_step, "until_step",
+                     self.until_step, "must be above from_step (or null)")
+        _check_field(self.max_timestep is None or self.max_timestep > 0, "max_timestep", self.max_timestep,
+                     "must be > 0 (or null)")
+        _check_field(self.map_scale >= 1, "map_scale", self.map_scale, "must be >= 1")
+        _check_field(self.smoothing_size >= 1 and self.smoothing_size % 2 == 1, "smoothing_size",
+                     self.smoothing_size, "must be odd and >= 1")
+        _check_field(self.smoothing_sigma > 0, "smoothing_sigma", self.smoothing_sigma, "must be > 0")
+
+    @property
+    def needs_heads(self) -> bool:
+        """S&E reads every head's map; the other terms read head-averaged maps."""
+        return self.kind in ("sne_separate", "sne_enhance")
+
+
 @dataclass(frozen=True)
 class MethodRecipe:
     """A method, declaratively: phases, data sampling, loss terms (`methods.<name>`)."""
@@ -407,10 +496,28 @@ class MethodRecipe:
     diffusion_loss: DiffusionLossRecipe
     attention_loss: AttentionLossRecipe
     phases: dict[str, PhaseRecipe]   # run in this order
+    # Named attention terms (successor methods); phases weight them in `term_weights`.
+    attention_terms: dict[str, AttentionTermRecipe] = field(default_factory=dict)
+    # The prompt of the class images; null = training.prior_images.prompt. "{class_name}" in it
+    # makes one class-image set per concept class (e.g. "a photo of a {class_name}").
+    prior_prompt: Optional[str] = None
 
     def __post_init__(self) -> None:
         _check_field(len(self.phases) > 0 and any(p.steps > 0 for p in self.phases.values()), "phases",
                list(self.phases), "a method needs at least one phase with steps > 0")
+        for name in self.attention_terms:
+            _check_field(name not in RESERVED_TERMS, f"attention_terms.{name}", name,
+                         f"{', '.join(RESERVED_TERMS)} are the names of loss_weights")
+        for phase_name, phase in self.phases.items():
+            for name, weight in phase.term_weights.items():
+                _check_field(name in self.attention_terms, f"phases.{phase_name}.term_weights.{name}", weight,
+                             f"no such term in attention_terms (has: {', '.join(self.attention_terms) or 'none'})")
+                _check_field(weight >= 0, f"phases.{phase_name}.term_weights.{name}", weight, "must be >= 0")
+        if self.prior_prompt is not None:
+            try:
+                self.prior_prompt.format(class_name="x")
+            except (KeyError, IndexError, ValueError) as err:
+                _check_field(False, "prior_prompt", self.prior_prompt, f"only {{class_name}} may be filled in: {err}")
 
 
 def resolve_includes(methods: Any, key: str = "methods") -> dict[str, Any]:

@@ -101,6 +101,7 @@ def apply_trained(parts, train_dir: Path) -> list[str]:
     from safetensors.torch import load_file
 
     train_dir = Path(train_dir)
+    _check_weights_present(train_dir)
     learned, class_names = load_tokens(train_dir / TOKENS_FILE)
     tokens, ids = add_placeholder_tokens(parts.tokenizer, parts.text_encoder, class_names)
     if tokens != list(learned):
@@ -119,3 +120,23 @@ def apply_trained(parts, train_dir: Path) -> list[str]:
         for token_id, token in zip(ids, tokens):
             embeddings[token_id] = learned[token].to(embeddings.dtype)
     return tokens
+
+
+def _check_weights_present(train_dir: Path) -> None:
+    """Refuse a run that fine-tuned model weights but did not keep them.
+
+    Its tokens alone, put into the base model, would make images of a different model:
+    results that look valid and are not.
+    """
+    info_path = train_dir / "train.json"
+    if not info_path.exists():
+        return
+    info = json.loads(info_path.read_text())
+    phases = (info.get("recipe") or {}).get("phases") or {}
+    fine_tuned = any(set(p.get("trainable", [])) - {"tokens"} for p in phases.values() if p.get("steps", 0) > 0)
+    if fine_tuned and not (train_dir / WEIGHTS_FILE).exists():
+        raise DataError(
+            f"{train_dir}: method {info.get('method')!r} fine-tuned the model but its weights were not kept "
+            f"({WEIGHTS_FILE} missing). Generate in the same process as training (`bas train-generate`), "
+            "or retrain with `training.keep_weights: true`."
+        )

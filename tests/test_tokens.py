@@ -35,3 +35,23 @@ def test_apply_trained_restores_tokens_and_weights(tmp_path, tiny_models_cfg):
     want = parts.text_encoder.get_input_embeddings().weight
     assert torch.equal(got[ids[0]], want[ids[0]]) and torch.equal(got[ids[1]], want[ids[1]])
     assert torch.equal(fresh.unet.conv_in.bias, parts.unet.conv_in.bias)
+
+
+def test_apply_trained_refuses_a_fine_tuned_run_without_its_weights(tmp_path, tiny_models_cfg):
+    import json
+
+    import pytest
+
+    from bas.errors import DataError
+
+    parts = load_diffusion(tiny_models_cfg)
+    tokens, ids = add_placeholder_tokens(parts.tokenizer, parts.text_encoder, ["cat", "dog"])
+    save_tokens(tmp_path / "tokens.safetensors", tokens, ids, parts.text_encoder, ["cat", "dog"])
+    recipe = {"phases": {"phase1": {"steps": 2, "trainable": ["tokens"]},
+                         "phase2": {"steps": 2, "trainable": ["tokens", "unet"]}}}
+    (tmp_path / "train.json").write_text(json.dumps({"method": "bas", "recipe": recipe}))
+    with pytest.raises(DataError, match="weights were not kept"):
+        apply_trained(load_diffusion(tiny_models_cfg), tmp_path)
+    recipe["phases"]["phase2"]["steps"] = 0  # tokens only: the base model is the right model
+    (tmp_path / "train.json").write_text(json.dumps({"method": "ti_m", "recipe": recipe}))
+    assert apply_trained(load_diffusion(tiny_models_cfg), tmp_path) == tokens

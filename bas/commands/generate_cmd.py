@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scene", help="scene id")
     parser.add_argument("--run", help="run directory (default: <storage_root>/runs/<method>/<scene>)")
     parser.add_argument("--scenes", help="scenes directory (default: <storage_root>/scenes)")
+    parser.add_argument("--out", help="where the images go (default: the run directory); e.g. a second grid "
+                                      "of the same run with -S generation.sampler=mifo_box")
     parser.add_argument("--count", action="store_true",
                         help="only print the grid size of every scene in the scenes directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -36,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
         raise BasError("bas generate needs --method and --scene (or --count)")
     from bas.generation.run import generate_run
 
-    manifest = generate_run(cfg, args.method, args.scene, args.run, scenes_dir, progress=not args.no_progress)
+    manifest = generate_run(cfg, args.method, args.scene, args.run, scenes_dir, progress=not args.no_progress,
+                            out=args.out)
     run_dir = Path(args.run) if args.run else paths.run_dir(cfg, args.method, args.scene)
+    run_dir = Path(args.out) if args.out else run_dir
     print(f"{len(manifest)} images in {paths.images_dir(run_dir)}; manifest {paths.manifest_path(run_dir)}")
     return 0
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from pathlib import Path
 
@@ -99,6 +100,8 @@ def run_extract(args: argparse.Namespace) -> int:
     from bas.training import get_recipe, train_scene
 
     cfg = load_config(args)
+    # Your own photo: `bas imagine` later rebuilds the personalised model, so keep its weights.
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, keep_weights=True))
     get_recipe(cfg, args.method)
     names = args.names.split(",") if args.names is not None else None
     scene_id = args.scene_id or default_scene_id(args.image)

@@ -28,14 +28,16 @@ from bas.batching import batched
 from bas.config import Config
 from bas.errors import DataError
 from bas.generation.grid import GridItem, build_grid, concept_subsets
-from bas.generation.samplers import get_sampler
+from bas.generation.samplers import SAMPLER_SETTINGS, get_sampler
 from bas.io import atomic_save_image, atomic_write_json, atomic_write_parquet
 from bas.scoring.schema import MANIFEST_COLUMNS, frame
 
 log = logging.getLogger(__name__)
 
 # Settings that decide an image's pixels; a change makes existing images stale.
-PIXEL_SETTINGS = ("profile", "sampler", "steps", "guidance_scale", "negative_prompt", "seed", "tokens_sha256")
+# `sampler_settings` is present only for samplers with settings (SAMPLER_SETTINGS).
+PIXEL_SETTINGS = ("profile", "sampler", "steps", "guidance_scale", "negative_prompt", "seed", "tokens_sha256",
+                  "sampler_settings")
 
 
 @dataclass
@@ -66,17 +68,23 @@ def _token_rows(parts, tokens: Sequence[str]) -> dict:
 
 
 def settings_for(cfg: Config, method: str, scene_id: str, profile: str, tokens_sha256: str) -> dict:
+    from bas.config import to_dict
+
     gen = cfg.generation
-    return {
+    settings = {
         "method": method, "scene_id": scene_id, "profile": profile, "sampler": gen.sampler,
         "steps": gen.steps, "guidance_scale": gen.guidance_scale, "negative_prompt": gen.negative_prompt,
         "seed": cfg.seed, "templates": list(gen.templates), "seeds": gen.seeds,
         "tokens_sha256": tokens_sha256,
     }
+    if gen.sampler in SAMPLER_SETTINGS:
+        settings["sampler_settings"] = to_dict(getattr(gen, SAMPLER_SETTINGS[gen.sampler]))
+    return settings
 
 
 def _stale_reasons(old: dict, new: dict) -> list[str]:
-    reasons = [f"{key}: {old.get(key)!r} -> {new[key]!r}" for key in PIXEL_SETTINGS if old.get(key) != new[key]]
+    reasons = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in PIXEL_SETTINGS
+               if old.get(key) != new.get(key)]
     # Appending templates or seeds only grows the grid; an id whose text changed is stale.
     for template_id, (was, now) in enumerate(zip(old.get("templates", []), new["templates"])):
         if was != now:
@@ -216,8 +224,13 @@ def read_train_meta(run: Path) -> dict:
 
 
 def generate_run(cfg: Config, method: str, scene_id: str, run: Optional[str | Path] = None,
-                 scenes_dir: Optional[str | Path] = None, *, progress: bool = True) -> pd.DataFrame:
-    """Generate the grid of a trained run directory (default `paths.run_dir(cfg, method, scene_id)`)."""
+                 scenes_dir: Optional[str | Path] = None, *, progress: bool = True,
+                 out: Optional[str | Path] = None) -> pd.DataFrame:
+    """Generate the grid of a trained run directory (default `paths.run_dir(cfg, method, scene_id)`).
+
+    `out`: where images, manifest and settings go (default: the run directory), e.g. a second
+    grid of the same training made with another sampler (`generation.sampler: mifo_box`).
+    """
     from bas.models import load_diffusion, pick_device
     from bas.scenes import load_scene
     from bas.tokens import TOKENS_FILE, apply_trained, load_tokens
@@ -231,17 +244,18 @@ def generate_run(cfg: Config, method: str, scene_id: str, run: Optional[str | Pa
     if list(meta["class_names"]) != list(scene.class_names):
         raise DataError(f"{run}: trained on classes {meta['class_names']} but scene {scene_id} has "
                         f"{scene.class_names}")
+    out = Path(out) if out else run
     learned, _ = load_tokens(paths.train_dir(run) / TOKENS_FILE)
     plan = plan_grid(cfg, method, scene_id, list(learned), scene.class_names, cfg.models.profile,
-                     tokens_fingerprint(learned), run)
-    if plan.complete and paths.manifest_path(run).exists():
+                     tokens_fingerprint(learned), out)
+    if plan.complete and paths.manifest_path(out).exists():
         _log_grid(plan, method, scene)
         log.info("%s/%s: every image is already there", method, scene_id)
-        return pd.read_parquet(paths.manifest_path(run))
+        return pd.read_parquet(paths.manifest_path(out))
 
     parts = load_diffusion(cfg.models)
     tokens = apply_trained(parts, paths.train_dir(run))
     device = pick_device()
     for module in (parts.unet, parts.vae, parts.text_encoder):
         module.to(device)
-    return generate_grid(parts, tokens, scene, method, cfg, run, progress=progress)
+    return generate_grid(parts, tokens, scene, method, cfg, out, progress=progress)

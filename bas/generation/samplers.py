@@ -20,7 +20,13 @@ from typing import Callable
 SAMPLERS: dict[str, str] = {
     # PROTOCOL.md sec. 4: DDIM 50 steps, CFG 7.5, the BaS sampler every method uses.
     "ddim": "bas.generation.sampler:sample_ddim",
+    # PROTOCOL.md sec. 3: MIFO's synthesis, DDIM + CFG with box control (generation.mifo_box).
+    "mifo_box": "bas.generation.mifo_box:sample_mifo_box",
 }
+
+# Samplers with their own settings: sampler name -> its `generation` subsection. The settings
+# decide pixels, so a run's images are stale when they change.
+SAMPLER_SETTINGS: dict[str, str] = {"mifo_box": "mifo_box"}
 
 
 def get_sampler(name: str) -> Callable:

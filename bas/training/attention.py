@@ -35,7 +35,7 @@ class AttentionStore:
     enabled: bool = True
 
     def record(self, layer: str, probs: torch.Tensor) -> None:
-        # probs: (B, heads, HW, T)
+        # probs: (B, heads, HW, T); stored (B, HW, T) when heads are averaged
         if not self.enabled:
             return
         self.maps[layer] = probs.mean(dim=1) if self.average_heads else probs
@@ -43,12 +43,8 @@ class AttentionStore:
     def reset(self) -> None:
         self.maps = {}
 
-    def mean_map(self, layers: Optional[Iterable[str]] = None) -> torch.Tensor:
-        """Average of the maps recorded under `layers` (block names; default: all), (B, HW, T), fp32.
-
-        Every map must have the same resolution. With equal head counts (true of SD's
-        16x16 layers) this equals the BaS code's average over all heads of all layers.
-        """
+    def names_under(self, layers: Optional[Iterable[str]] = None) -> list[str]:
+        """The recorded module names under `layers` (block names; default: all), in layer order."""
         if layers is None:
             names = list(self.maps)
         else:
@@ -60,8 +56,31 @@ class AttentionStore:
                 names += found
         if not names:
             raise RuntimeError("no attention recorded")
-        stacked = torch.stack([self.maps[n].float() for n in names])       # (L, B, HW, T)
+        return names
+
+    def head_mean(self, name: str) -> torch.Tensor:
+        """One recorded map averaged over heads, (B, HW, T), fp32."""
+        probs = self.maps[name].float()
+        return probs.mean(dim=1) if probs.dim() == 4 else probs
+
+    def mean_map(self, layers: Optional[Iterable[str]] = None) -> torch.Tensor:
+        """Average of the maps recorded under `layers` (block names; default: all), (B, HW, T), fp32.
+
+        Every map must have the same resolution. With equal head counts (true of SD's
+        16x16 layers) this equals the BaS code's average over all heads of all layers.
+        """
+        stacked = torch.stack([self.head_mean(n) for n in self.names_under(layers)])  # (L, B, HW, T)
         return stacked.mean(dim=0)                                         # (B, HW, T)
+
+    def head_maps(self, layers: Optional[Iterable[str]] = None) -> torch.Tensor:
+        """Per-head maps averaged over the layers under `layers`, (B, heads, HW, T), fp32.
+
+        Needs `average_heads=False`; every layer must have the same resolution and heads.
+        """
+        maps = [self.maps[n].float() for n in self.names_under(layers)]
+        if any(m.dim() != 4 for m in maps):
+            raise RuntimeError("per-head maps were not kept (AttentionStore(average_heads=False))")
+        return torch.stack(maps).mean(dim=0)                               # (B, heads, HW, T)
 
 
 class RecordingAttnProcessor:

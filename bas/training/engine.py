@@ -6,7 +6,8 @@ Reads as setup / train / save / cleanup. Setup loads the base model, makes (or r
 class images, adds one token per concept, caches the VAE posteriors of the training images
 and installs attention recording only on the layers a loss reads. Each phase gets its own
 AdamW over the parameters its recipe names; the loss is the weighted sum of the terms in
-`bas.training.losses`. A phase that trains `tokens` without the whole text encoder
+`bas.training.losses` and of the recipe's named attention terms the phase weights
+(`term_weights`, computed by `bas.training.terms` with their step and timestep schedules). A phase that trains `tokens` without the whole text encoder
 changes only the new embedding rows: the other rows' gradients are zeroed and the rows
 restored after every step, so they stay bitwise equal.
 
@@ -44,7 +45,8 @@ from bas.training.data import (SOURCES, ConceptSampler, PriorSource, SceneLike, 
 from bas.training.losses import (bas_attention_loss_batch, downsample_mask, masked_diffusion_loss,
                                  prior_loss)
 from bas.training.methods import get_recipe
-from bas.training.prior import ensure_class_images, model_identity
+from bas.training.prior import class_prompts, ensure_class_images, model_identity
+from bas.training.terms import TermInputs, compute_term, term_active
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ TRAIN_DIR = "train"
 TRAIN_JSON = "train.json"
 LOG_FILE = "log.jsonl"
 KV_PATTERN = re.compile(r"\.attn2\.to_(k|v)\.")
+K_PATTERN = re.compile(r"\.attn2\.to_k\.")
+# Trainable groups that are a subset of the UNet's parameters, by name pattern.
+UNET_GROUPS = {"cross_attention_kv": KV_PATTERN, "cross_attention_k": K_PATTERN}
 
 # Training settings that do not change what is learned (so they are not part of a run's key).
 _KEY_EXCLUDED = ("progress_bar", "keep_weights", "gradient_checkpointing")
@@ -66,10 +71,24 @@ def phase_token_file(phase: str) -> str:
     return f"tokens.{phase}.safetensors"
 
 
+def _recipe_key(recipe: MethodRecipe) -> dict:
+    """The recipe as a run key sees it: recipe keys added later (attention terms, term weights,
+    prior prompt) are left out while unused, so runs finished before they existed keep their key."""
+    data = to_dict(recipe)
+    if not data["attention_terms"]:
+        del data["attention_terms"]
+    if data["prior_prompt"] is None:
+        del data["prior_prompt"]
+    for phase in data["phases"].values():
+        if not phase["term_weights"]:
+            del phase["term_weights"]
+    return data
+
+
 def run_key(cfg: Config, method: str, recipe: MethodRecipe, scene: SceneLike) -> str:
     """What a finished run depends on; a run with another key is trained again."""
     training = {k: v for k, v in to_dict(cfg.training).items() if k not in _KEY_EXCLUDED}
-    settings = {"method": method, "recipe": to_dict(recipe), "scene": scene.content_hash,
+    settings = {"method": method, "recipe": _recipe_key(recipe), "scene": scene.content_hash,
                 "model": model_identity(cfg.models), "gpu_dtype": cfg.models.gpu_dtype, "training": training}
     return sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:32]
 
@@ -146,6 +165,7 @@ class PhaseState:
     frozen_rows: Optional[torch.Tensor] = None   # (V,) bool: rows restored after each step
     original_embeddings: Optional[torch.Tensor] = None  # (V, D)
     trained_names: dict[str, list[str]] = field(default_factory=dict)
+    step: int = 0                           # steps done in this phase (term schedules count these)
 
 
 class Trainer:
@@ -162,7 +182,7 @@ class Trainer:
         self.phase: Optional[PhaseState] = None
         self.store: Optional[attn.AttentionStore] = None
         self._original_processors: Optional[dict] = None
-        self._recording = False
+        self._recording: tuple[str, ...] = ()       # attention blocks recording maps now
         self.recording_processors: list[str] = []   # processor keys that record maps now
         self._started = time.time()
 
@@ -215,17 +235,33 @@ class Trainer:
         self.generator = torch.Generator("cpu").manual_seed(self.seed)    # noise, timesteps, latents
 
     def _setup_prior(self) -> None:
-        self.prior: Optional[PriorSource] = None
+        """Class images by prompt: one set (BaS), or one per concept class when the recipe's
+        `prior_prompt` has {class_name} (a sample then draws a class image of one of its
+        concepts' classes)."""
+        self.prior: dict[str, PriorSource] = {}
+        self.prior_ids: dict[str, torch.Tensor] = {}
         uses_prior = self.recipe.prior_preservation and any(
             phase.loss_weights.prior > 0 for _, phase in self.active_phases())
         if not uses_prior:
             return
+        self.prior_template = self.recipe.prior_prompt or self.cfg.training.prior_images.prompt
+        self.prior_class_rng = random.Random(derive_seed("prior-class", self.seed))
         self.parts.unet.eval()
-        images = ensure_class_images(self.cfg, self.parts, dtype=self.amp_dtype)
+        prompts = class_prompts(self.prior_template, self.scene.class_names)
+        for prompt in prompts:
+            images = ensure_class_images(self.cfg, self.parts, dtype=self.amp_dtype, prompt=prompt)
+            # One prompt keeps the stream BaS always had; several get one stream each.
+            rng = random.Random(derive_seed("prior", self.seed) if len(prompts) == 1
+                                else derive_seed("prior", self.seed, prompt))
+            self.prior[prompt] = PriorSource(self.parts, images, rng, self.generator)
+            self.prior_ids[prompt] = prompt_ids(self.parts.tokenizer, [prompt], self.device)   # (1, 77)
         self.parts.unet.train()
-        self.prior = PriorSource(self.parts, images, random.Random(derive_seed("prior", self.seed)),
-                                 self.generator)
-        self.prior_ids = prompt_ids(self.parts.tokenizer, [self.cfg.training.prior_images.prompt], self.device)
+
+    def _prior_prompt_for(self, concepts: list[int]) -> str:
+        if "{class_name}" not in self.prior_template:
+            return self.prior_template
+        concept = concepts[self.prior_class_rng.randrange(len(concepts))]
+        return self.prior_template.format(class_name=self.scene.class_names[concept])
 
     def _setup_tokens(self) -> None:
         p = self.parts
@@ -240,21 +276,36 @@ class Trainer:
                              data.flip_p, self.rng, self.generator, self.device)
         self.latent_side = self.parts.resolution // self.parts.vae_scale_factor
 
+    def phase_terms(self, recipe: PhaseRecipe) -> dict[str, float]:
+        """The recipe's attention terms this phase weights above 0, name -> weight."""
+        return {name: weight for name, weight in recipe.term_weights.items() if weight > 0}
+
+    def recording_layers(self, recipe: PhaseRecipe) -> tuple[str, ...]:
+        """Attention blocks whose maps a phase's losses read (BaS loss and attention terms)."""
+        layers: list[str] = []
+        if recipe.loss_weights.attention > 0:
+            layers += self.recipe.attention_loss.layers
+        for name in self.phase_terms(recipe):
+            layers += self.recipe.attention_terms[name].layers
+        return tuple(dict.fromkeys(layers))
+
     def _setup_attention(self) -> None:
-        if any(phase.loss_weights.attention > 0 for _, phase in self.active_phases()):
-            self.store = attn.AttentionStore()
+        if any(self.recording_layers(phase) for _, phase in self.active_phases()):
+            needs_heads = any(self.recipe.attention_terms[name].needs_heads
+                              for _, phase in self.active_phases() for name in self.phase_terms(phase))
+            self.store = attn.AttentionStore(average_heads=not needs_heads)
             self._original_processors = dict(self.parts.unet.attn_processors)
 
-    def _set_recording(self, on: bool) -> None:
-        """Recording processors on the loss's layers while a phase needs the maps; SDPA otherwise."""
-        if on == self._recording:
+    def _set_recording(self, layers: tuple[str, ...]) -> None:
+        """Recording processors on the blocks a phase's losses read; SDPA everywhere else."""
+        if layers == self._recording:
             return
-        if on:
-            self.recording_processors = attn.install(self.parts.unet, self.recipe.attention_loss.layers, self.store)
-        else:
+        if self._recording:
             self.parts.unet.set_attn_processor(dict(self._original_processors))
             self.recording_processors = []
-        self._recording = on
+        if layers:
+            self.recording_processors = attn.install(self.parts.unet, layers, self.store)
+        self._recording = layers
 
     # ------------------------------------------------------------------ phases
 
@@ -267,9 +318,10 @@ class Trainer:
         if "unet" in trainable:
             p.unet.requires_grad_(True)
             names["unet"] = [n for n, _ in p.unet.named_parameters()]
-        elif "cross_attention_kv" in trainable:
+        else:
+            patterns = [UNET_GROUPS[group] for group in sorted(trainable & set(UNET_GROUPS))]
             for n, param in p.unet.named_parameters():
-                if KV_PATTERN.search("." + n):
+                if any(pattern.search("." + n) for pattern in patterns):
                     param.requires_grad_(True)
                     names["unet"].append(n)
         rows_frozen = False
@@ -308,7 +360,7 @@ class Trainer:
             frozen[self.token_ids] = False
             state.frozen_rows = frozen
             state.original_embeddings = weight.detach().clone()                           # (V, D)
-        self._set_recording(recipe.loss_weights.attention > 0)
+        self._set_recording(self.recording_layers(recipe))
         self.phase = state
         return state
 
@@ -342,6 +394,7 @@ class Trainer:
                           "eps": group["eps"], "num_tensors": len(state.params),
                           "num_elements": int(sum(q.numel() for q in state.params))},
             "loss_weights": to_dict(state.recipe.loss_weights),
+            "term_weights": self.phase_terms(state.recipe),
             "recording_processors": list(self.recording_processors),
             "loss_mean": {t: _mean([r["terms"][t] for r in records if t in r["terms"]]) for t in terms},
             "loss_first": records[0]["terms"] if records else {},
@@ -368,11 +421,12 @@ class Trainer:
         latents = torch.cat([s.latents for s in samples])                           # (B, 4, h, w)
         ids = prompt_ids(p.tokenizer, [s.prompt for s in samples], self.device)     # (B, 77)
         n_prior = 0
-        if self.prior is not None and weights.prior > 0:
+        if self.prior and weights.prior > 0:
             # The BaS code's batch order: class images first, then the scene.
-            drawn = [self.prior.draw() for _ in range(batch)]
+            prompts = [self._prior_prompt_for(s.concepts) for s in samples]
+            drawn = [self.prior[prompt].draw() for prompt in prompts]
             latents = torch.cat([d[1] for d in drawn] + [latents])                  # (2B, 4, h, w)
-            ids = torch.cat([self.prior_ids.expand(batch, -1), ids])                # (2B, 77)
+            ids = torch.cat([self.prior_ids[prompt] for prompt in prompts] + [ids])  # (2B, 77)
             n_prior = batch
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=self.generator).to(self.device)            # (n, 4, h, w)
@@ -402,15 +456,27 @@ class Trainer:
                                                        self.recipe.diffusion_loss.normalise)
         if n_prior:
             terms["prior"] = prior_loss(pred[:n_prior], target[:n_prior])
-        if weights.attention > 0:
-            maps = self.store.mean_map(self.recipe.attention_loss.layers)[n_prior:]    # (B, HW, 77)
+        term_weights = {name: weight for name, weight in self.phase_terms(state.recipe).items()
+                        if term_active(self.recipe.attention_terms[name], state.step)}
+        positions = None
+        if weights.attention > 0 or term_weights:
             positions = [token_positions(ids[n_prior + b], [self.token_ids[i] for i in s.concepts])
                          for b, s in enumerate(samples)]
+        if weights.attention > 0:
+            maps = self.store.mean_map(self.recipe.attention_loss.layers)[n_prior:]    # (B, HW, 77)
             terms["attention"] = bas_attention_loss_batch(maps, positions, [s.masks for s in samples])
-        loss = sum(getattr(weights, name) * value for name, value in terms.items())
+        if term_weights:
+            inputs = TermInputs(positions, [s.masks for s in samples], timesteps[n_prior:].tolist(), n_prior,
+                                self.latent_side)
+            for name in term_weights:
+                value = compute_term(self.recipe.attention_terms[name], self.store, inputs)
+                if value is not None:          # no sample of the batch takes part (e.g. all t >= 500)
+                    terms[name] = value
+        all_weights = {**to_dict(weights), **term_weights}
+        loss = sum(all_weights[name] * value for name, value in terms.items())
         facts = {"concepts": [s.concepts for s in samples], "flipped": [s.flipped for s in samples],
                  "timesteps": timesteps[n_prior:].tolist(), "mask_fraction": mask_fraction,
-                 "prior_images": n_prior}
+                 "prior_images": n_prior, "phase_step": state.step}
         return loss, terms, facts
 
     def step(self) -> dict:
@@ -436,6 +502,7 @@ class Trainer:
                 weight[state.frozen_rows] = state.original_embeddings[state.frozen_rows]
         if self.store is not None:
             self.store.reset()
+        state.step += 1
         record = {"phase": state.name, "step": len(self.history), "lr": lr, "loss": float(loss.detach()),
                   "terms": {k: float(v.detach()) for k, v in terms.items()}, "grad_norm": grad_norm, **facts}
         self.history.append(record)
@@ -460,7 +527,7 @@ class Trainer:
             "model": model_identity(self.cfg.models), "device": str(self.device),
             "autocast": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
             "seed": self.seed, "training": to_dict(self.cfg.training),
-            "prior_images": len(self.prior) if self.prior is not None else 0,
+            "prior_images": sum(len(source) for source in self.prior.values()),
             "weights_saved": weights_saved,
         }
         atomic_write_json(out / TRAIN_JSON, summary)   # the marker: written last
@@ -471,7 +538,7 @@ class Trainer:
         if p is None:
             return
         if self._recording:
-            self._set_recording(False)
+            self._set_recording(())
         for module in (p.unet, p.text_encoder):
             module.requires_grad_(False)
             module.eval()

@@ -16,6 +16,9 @@ SHIPPED = (
     "ti_m", "db_m", "cd_m",
 )
 
+# BaS's successors (PROTOCOL.md sec. 3, docs/SUCCESSORS.md), each a recipe on the same engine.
+SUCCESSORS = ("mifo", "tl_hard", "tl_soft", "sne")
+
 UNAVAILABLE = {
     "elite": (
         "ELITE (Wei et al. 2023) maps an image to word embeddings with encoders trained on "

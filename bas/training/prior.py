@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
 from PIL import Image
 
@@ -34,13 +35,29 @@ def model_identity(models: ModelsConfig) -> str:
     return f"{models.profile}:{models.sd21.diffusion}"
 
 
-def class_images_key(cfg: Config) -> str:
-    settings = {"model": model_identity(cfg.models), "prior": to_dict(cfg.training.prior_images)}
+def _prior_settings(cfg: Config, prompt: Optional[str]) -> dict:
+    settings = to_dict(cfg.training.prior_images)
+    if prompt is not None:      # a recipe's own class prompt (e.g. one set per concept class)
+        settings["prompt"] = prompt
+    return settings
+
+
+def class_images_key(cfg: Config, prompt: Optional[str] = None) -> str:
+    settings = {"model": model_identity(cfg.models), "prior": _prior_settings(cfg, prompt)}
     return sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:16]
 
 
-def class_images_dir(cfg: Config) -> Path:
-    return paths.prior_images_root(cfg) / class_images_key(cfg)
+def class_images_dir(cfg: Config, prompt: Optional[str] = None) -> Path:
+    """Where the class images of `prompt` (default: training.prior_images.prompt) are cached."""
+    return paths.prior_images_root(cfg) / class_images_key(cfg, prompt)
+
+
+def class_prompts(template: str, class_names: Sequence[str]) -> list[str]:
+    """The class-image prompts of a recipe: one per distinct class when the template has
+    {class_name}, else the template itself."""
+    if "{class_name}" not in template:
+        return [template]
+    return list(dict.fromkeys(template.format(class_name=name) for name in class_names))
 
 
 def class_image_seeds(cfg: Config) -> list[int]:
@@ -60,10 +77,12 @@ def _load(directory: Path, count: int) -> list[Image.Image]:
     return images
 
 
-def ensure_class_images(cfg: Config, parts, dtype=None) -> list[Image.Image]:
-    """The class images of `cfg`, generating them with `parts` (the *base* model) if absent."""
+def ensure_class_images(cfg: Config, parts, dtype=None, prompt: Optional[str] = None) -> list[Image.Image]:
+    """The class images of `cfg` (of `prompt` if given), generating them with `parts` (the
+    *base* model) if absent."""
     prior = cfg.training.prior_images
-    directory = class_images_dir(cfg)
+    prompt = prior.prompt if prompt is None else prompt
+    directory = class_images_dir(cfg, None if prompt == prior.prompt else prompt)
     if (directory / MARKER).exists():
         return _load(directory, prior.num_images)
     try:
@@ -71,14 +90,14 @@ def ensure_class_images(cfg: Config, parts, dtype=None) -> list[Image.Image]:
     except ImportError as err:  # the sampler lands with the generation package
         raise DataError(f"class images for prior preservation are missing in {directory} and the "
                         f"sampler (bas.generation.sampler) is not available: {err}") from None
-    log.info("generating %d class images %r into %s", prior.num_images, prior.prompt, directory)
+    log.info("generating %d class images %r into %s", prior.num_images, prompt, directory)
     seeds = class_image_seeds(cfg)
-    images = generate(parts, [prior.prompt] * len(seeds), seeds, steps=prior.sampling_steps,
+    images = generate(parts, [prompt] * len(seeds), seeds, steps=prior.sampling_steps,
                       guidance_scale=prior.guidance_scale, batch_size=prior.batch_size, dtype=dtype)
     with atomic_dir(directory) as tmp:
         for i, image in enumerate(images):
             image.save(tmp / f"{i:04d}.png", format="PNG")
         (tmp / MARKER).write_text(json.dumps({
-            "model": model_identity(cfg.models), "prompt": prior.prompt, "seeds": seeds,
-            "settings": to_dict(prior)}, indent=2) + "\n")
+            "model": model_identity(cfg.models), "prompt": prompt, "seeds": seeds,
+            "settings": _prior_settings(cfg, prompt)}, indent=2) + "\n")
     return _load(directory, prior.num_images)
