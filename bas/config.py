@@ -285,7 +285,8 @@ class OrchestrationConfig:
 
     # The methods full_eval and dvc.yaml evaluate (each a recipe under `methods:`).
     methods: tuple[str, ...] = ("bas", "bas_no_phase1", "bas_no_masked_loss", "bas_no_attn_loss",
-                                "bas_no_union_sampling", "ti_m", "db_m", "cd_m")
+                                "bas_no_union_sampling", "ti_m", "db_m", "cd_m",
+                                "mifo", "tl_hard", "tl_soft", "sne")
     # Prefect work pool of GPU workers that runs the per-(method, scene) flow runs; null runs
     # them in this process (one GPU, or CPU) on whatever Prefect API is configured.
     work_pool: Optional[str] = None
