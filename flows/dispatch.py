@@ -38,6 +38,7 @@ from prefect.tasks import exponential_backoff
 
 from bas import attempts, paths, pipeline
 from bas.config import Config
+from bas.errors import BasError
 from bas.pipeline import Outcome
 
 GPU_DEPLOYMENT = "gpu"  # the deployment name of every scene flow in prefect.yaml
@@ -80,11 +81,20 @@ class _Job:
 
 
 def _submit(cfg: Config, stage: str, job: _Job) -> None:
-    run = run_deployment(
-        deployment_name(stage), timeout=0, flow_run_name=f"{stage} {job.method}/{job.scene_id}",
-        parameters={"config": cfg.to_dict(), "method": job.method, "scene_id": job.scene_id},
-        tags=["bas", stage, job.method],
-    )
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    try:
+        run = run_deployment(
+            deployment_name(stage), timeout=0, flow_run_name=f"{stage} {job.method}/{job.scene_id}",
+            parameters={"config": cfg.to_dict(), "method": job.method, "scene_id": job.scene_id},
+            tags=["bas", stage, job.method],
+        )
+    except ObjectNotFound:
+        raise BasError(f"no deployment {deployment_name(stage)!r} on the Prefect API "
+                       f"{PREFECT_API_URL.value() or '(ephemeral: no server)'}: with orchestration.work_pool = "
+                       f"{cfg.orchestration.work_pool!r}, set PREFECT_API_URL to the server and run `bas deploy` "
+                       "(docs/ORCHESTRATION.md)") from None
     job.run_ids.append(str(run.id))
 
 
@@ -136,10 +146,13 @@ def _run_on_pool(cfg: Config, stage: str, jobs: Sequence[tuple[str, str]]) -> li
     with get_client(sync_client=True) as client:
         while any(job.outcome is None for job in pending):
             time.sleep(orch.poll_seconds)
+            waiting = running = 0
             for job in (j for j in pending if j.outcome is None):
                 state = client.read_flow_run(job.run_ids[-1]).state
                 if state is None:
                     continue
+                waiting += state.is_scheduled()
+                running += state.is_running() or state.is_pending()
                 if state.is_completed() or (state.is_final() and not state.is_crashed()):
                     job.outcome = _outcome(cfg, stage, job.method, job.scene_id, list(job.run_ids), state)
                 elif state.is_crashed():
@@ -153,7 +166,8 @@ def _run_on_pool(cfg: Config, stage: str, jobs: Sequence[tuple[str, str]]) -> li
                         again(job, f"run {job.run_ids[-1]} orphaned: {reason}")
             done = [j for j in pending if j.outcome is not None]
             report = (f"{stage}: {len(done)}/{len(pending)} finished "
-                      f"({sum(1 for j in done if not j.outcome.ok)} failed)")
+                      f"({sum(1 for j in done if not j.outcome.ok)} failed), {running} running, "
+                      f"{waiting} waiting for a worker of pool {orch.work_pool!r}")
             if report != last_report:
                 logger.info(report)
                 last_report = report

@@ -75,3 +75,11 @@ def test_full_eval_without_a_server_caches_and_isolates_failures(tmp_path, coco_
     assert len(new) == 2  # one per method: a BasError is not retried
     manifest = pd.read_parquet(paths.manifest_path(paths.run_dir(cfg, "bas", summary["scenes"][0])))
     assert len(manifest) == 3
+
+
+def test_a_pool_without_a_server_is_a_clear_error(tmp_path, coco_root):
+    overrides = {**tiny_overrides(tmp_path / "storage", coco_root, ("bas",), num_scenes=1),
+                 "orchestration.work_pool": "bas-gpu"}
+    done = _bas_run(tmp_path, overrides)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "no deployment 'train-generate-scene/gpu'" in done.stderr and "bas deploy" in done.stderr
