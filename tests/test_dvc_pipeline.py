@@ -98,7 +98,7 @@ def project(tmp_path_factory, coco_root, prefect_server) -> Project:
     project = Project(root, env)
     overrides = tiny_overrides(Path("data"), coco_root, METHODS)
     project.set_params(**{k: v for k, v in overrides.items() if k != "paths.storage_root"})
-    (root / ".gitignore").write_text("__pycache__/\n")
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
     project.run("git", "init", "-q")
     project.run("dvc", "init", "-q")
     project.run("dvc", "config", "core.analytics", "false")
