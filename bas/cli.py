@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "bas.commands.generate_cmd",
     "bas.commands.score_cmd",
     "bas.commands.train_cmd",
+    "bas.commands.report_cmd",
 ]
 
 

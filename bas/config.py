@@ -561,6 +561,45 @@ def resolve_includes(methods: Any, key: str = "methods") -> dict[str, Any]:
     return resolved
 
 
+@dataclass(frozen=True)
+class ReportConfig:
+    """The comparison report (`bas report`, bas/report)."""
+
+    # Bootstrap of method means: images are resampled with replacement, seeded.
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    bootstrap_seed: int = 0
+    # Tukey HSD pairs with p below alpha are marked significant.
+    alpha: float = 0.05
+    # Metrics (columns of bas.scoring.schema.METRICS) tested with Kruskal-Wallis + Tukey HSD.
+    test_metrics: tuple[str, ...] = ("identity_similarity", "prompt_similarity")
+    # Scenes of the picture grid (BaS fig. 9); empty = the first picture_scene_count scene ids.
+    picture_scenes: tuple[str, ...] = ()
+    picture_scene_count: int = 2
+    # The one prompt shown per scene: this template, all concepts, this seed index.
+    picture_template_id: int = 0
+    picture_seed_index: int = 0
+    # BaS fig. 5 draws its ablations apart from the competitors; they join the front only if true.
+    pareto_include_ablations: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.bootstrap_samples >= 10, "report.bootstrap_samples", self.bootstrap_samples,
+               "must be >= 10")
+        _check(0.0 < self.confidence < 1.0, "report.confidence", self.confidence, "must be in (0, 1)")
+        _check(0.0 < self.alpha < 1.0, "report.alpha", self.alpha, "must be in (0, 1)")
+        _check(self.picture_scene_count >= 0, "report.picture_scene_count", self.picture_scene_count,
+               "must be >= 0")
+        _check(self.picture_template_id >= 0, "report.picture_template_id", self.picture_template_id,
+               "must be >= 0")
+        _check(self.picture_seed_index >= 0, "report.picture_seed_index", self.picture_seed_index,
+               "must be >= 0")
+        from bas.scoring.schema import METRICS
+
+        for i, name in enumerate(self.test_metrics):
+            _check(name in METRICS, f"report.test_metrics[{i}]", name,
+                   f"not a metric (known: {', '.join(METRICS)})")
+
+
 # --------------------------------------------------------------------------- top level
 
 
@@ -572,6 +611,7 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     ratings: RatingsConfig = field(default_factory=RatingsConfig)

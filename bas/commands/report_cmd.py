@@ -1,0 +1,43 @@
+"""`bas report`: the comparison report of a results directory (optionally against another run)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="write the comparison report (HTML, Markdown, plots, metrics.json)",
+        description="Read every scores.parquet under a results directory and write report.html "
+                    "(self-contained), summary.md, metrics.json, plots/ and tables/.")
+    parser.add_argument("--results", metavar="DIR",
+                        help="storage root holding runs/ and scenes/, or a runs directory; "
+                             "default: the runs and scenes directories of params `paths`")
+    parser.add_argument("--scenes", metavar="DIR",
+                        help="scenes directory for the picture grid; default: <results>/scenes")
+    parser.add_argument("--out", metavar="DIR", help="output directory; default: params paths.reports")
+    parser.add_argument("--compare", metavar="OTHER",
+                        help="another results directory, or a metrics.json (e.g. of a DVC experiment), "
+                             "shown side by side with deltas")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bas import paths
+    from bas.cli import load_config
+    from bas.report import build_report
+
+    cfg = load_config(args)
+    if args.results is None:  # this project's own runs and scenes, wherever params put them
+        results, scenes = paths.runs_dir(cfg), args.scenes or paths.scenes_dir(cfg)
+    else:
+        results, scenes = args.results, args.scenes
+    outputs = build_report(
+        results_dir=results,
+        out_dir=args.out or paths.reports_dir(cfg),
+        cfg=cfg.report,
+        scenes_dir=scenes,
+        compare=args.compare,
+    )
+    print(outputs.html)
+    return 0

@@ -1,0 +1,125 @@
+"""Read a results directory into tables the report works on.
+
+A results directory is a storage root holding `runs/<method>/<scene_id>/` (and usually
+`scenes/`), or the runs directory itself. Every complete run (one with `scores.parquet`)
+is read and checked against `bas.scoring.schema`; runs without it are listed as incomplete
+and left out, so a report can be made while other methods are still running.
+
+The scores file has one row per (image, concept in its prompt). Statistics are computed on
+per-image scores: the rows of one image are averaged (NaN-skipping, so an image's identity
+similarity is the mean over its detected concepts), which makes every image weigh the same
+whatever its number of concepts, and makes the samples of the tests independent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bas.errors import DataError
+from bas.scoring.schema import MANIFEST_COLUMNS, METRICS, SCORE_COLUMNS, validate
+
+log = logging.getLogger(__name__)
+
+ABLATION_PREFIX = "bas_no_"  # methods named bas_no_<x> are ablations of `bas`
+IMAGE_KEY = ("method", "scene_id", "path")  # `path` is relative to the run dir
+# Columns constant over the rows of one image, kept on the per-image table.
+IMAGE_COLUMNS = ("template_id", "template", "subset", "subset_size", "seed_index", "seed",
+                 "prompt", "prompt_classes", "sampler", "profile")
+
+
+def is_ablation(method: str) -> bool:
+    return method.startswith(ABLATION_PREFIX)
+
+
+def method_order(methods) -> list[str]:
+    """Competitors first (alphabetically), then the ablations of `bas`."""
+    unique = sorted(set(methods))
+    return [m for m in unique if not is_ablation(m)] + [m for m in unique if is_ablation(m)]
+
+
+@dataclass
+class Results:
+    """Everything the report reads from one results directory."""
+
+    runs_dir: Path
+    scenes_dir: Path
+    rows: pd.DataFrame  # scores.parquet rows of every complete run, schema-checked
+    images: pd.DataFrame  # one row per image: IMAGE_KEY + IMAGE_COLUMNS + per-image metric means
+    manifests: pd.DataFrame  # manifest.parquet rows (images generated, scored or not)
+    incomplete: list[str] = field(default_factory=list)  # "method/scene" dirs without scores.parquet
+
+    @property
+    def methods(self) -> list[str]:
+        return method_order(self.images["method"])
+
+    @property
+    def profiles(self) -> list[str]:
+        return sorted(self.rows["profile"].unique())
+
+    def run_dir(self, method: str, scene_id: str) -> Path:
+        return self.runs_dir / method / scene_id
+
+
+def locate(results_dir: str | Path) -> tuple[Path, Path]:
+    """(runs dir, default scenes dir) of a storage root or of a runs dir."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise DataError(f"results directory not found: {results_dir}")
+    if (results_dir / "runs").is_dir():
+        return results_dir / "runs", results_dir / "scenes"
+    return results_dir, results_dir.parent / "scenes"
+
+
+def per_image(rows: pd.DataFrame) -> pd.DataFrame:
+    """Average the per-(image, concept) rows of each image; NaNs are skipped."""
+    metric_names = list(METRICS)
+    values = rows[list(IMAGE_KEY) + metric_names].copy()
+    values["detected"] = values["detected"].astype("float64")
+    means = values.groupby(list(IMAGE_KEY), sort=True)[metric_names].mean()
+    constants = rows.groupby(list(IMAGE_KEY), sort=True)[list(IMAGE_COLUMNS)].first()
+    out = constants.join(means).reset_index()
+    out["n_concepts_scored"] = rows.groupby(list(IMAGE_KEY), sort=True).size().to_numpy()
+    return out
+
+
+def load_results(results_dir: str | Path, scenes_dir: str | Path | None = None) -> Results:
+    runs_dir, default_scenes = locate(results_dir)
+    scenes = Path(scenes_dir) if scenes_dir is not None else default_scenes
+    frames, manifests, incomplete = [], [], []
+    for method_path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for run in sorted(p for p in method_path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            manifest_file = run / "manifest.parquet"
+            if manifest_file.exists():
+                manifests.append(_read(manifest_file, MANIFEST_COLUMNS))
+            scores_file = run / "scores.parquet"
+            if not scores_file.exists():
+                incomplete.append(f"{method_path.name}/{run.name}")
+                continue
+            frame = _read(scores_file, SCORE_COLUMNS)
+            wrong = set(frame["method"]) - {method_path.name} or set(frame["scene_id"]) - {run.name}
+            if wrong:
+                raise DataError(f"{scores_file}: rows of {sorted(wrong)} in the run dir of "
+                                f"{method_path.name}/{run.name}")
+            frames.append(frame)
+    if not frames:
+        raise DataError(f"{runs_dir}: no scores.parquet under <method>/<scene_id>/ "
+                        "(has `bas score` run?)")
+    if incomplete:
+        log.warning("left out %d run(s) without scores.parquet: %s", len(incomplete), ", ".join(incomplete))
+    rows = pd.concat(frames, ignore_index=True)
+    manifest = (pd.concat(manifests, ignore_index=True) if manifests
+                else rows[[c.name for c in MANIFEST_COLUMNS]].drop_duplicates(list(IMAGE_KEY)))
+    return Results(runs_dir=runs_dir, scenes_dir=scenes, rows=rows, images=per_image(rows),
+                   manifests=manifest, incomplete=incomplete)
+
+
+def _read(path: Path, columns) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a broken file
+        raise DataError(f"{path}: not a readable Parquet file: {err}") from None
+    return validate(frame, columns, source=str(path))
