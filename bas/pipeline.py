@@ -301,7 +301,7 @@ def report(cfg: Config) -> dict:
     """Write the comparison report of every scored method into `reports/`."""
     from bas.report import build_report
 
-    outputs = build_report(results_dir=paths.scores_dir(cfg), out_dir=paths.reports_dir(cfg), cfg=cfg.report,
+    outputs = build_report(results_dir=paths.storage_root(cfg), out_dir=paths.reports_dir(cfg), cfg=cfg.report,
                            scenes_dir=paths.scenes_dir(cfg))
     return {"html": str(outputs.html), "out_dir": str(paths.reports_dir(cfg))}
 

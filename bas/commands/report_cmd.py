@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read every scores.parquet under a results directory and write report.html "
                     "(self-contained), summary.md, metrics.json, plots/ and tables/.")
     parser.add_argument("--results", metavar="DIR",
-                        help="storage root holding runs/ and scenes/, or a runs directory; "
+                        help="storage root holding runs/, scores/ and scenes/, or a runs directory; "
                              "default: the runs and scenes directories of params `paths`")
     parser.add_argument("--scenes", metavar="DIR",
                         help="scenes directory for the picture grid; default: <results>/scenes")
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     if args.results is None:  # this project's own runs and scenes, wherever params put them
-        results, scenes = paths.runs_dir(cfg), args.scenes or paths.scenes_dir(cfg)
+        results, scenes = paths.storage_root(cfg), args.scenes or paths.scenes_dir(cfg)
     else:
         results, scenes = args.results, args.scenes
     outputs = build_report(

@@ -1,8 +1,9 @@
 """Read a results directory into tables the report works on.
 
 A results directory is a storage root holding `runs/<method>/<scene_id>/` (and usually
-`scenes/`), or the runs directory itself. Every complete run (one with `scores.parquet`)
-is read and checked against `bas.scoring.schema`; runs without it are listed as incomplete
+`scenes/`, and `scores/<method>/<scene_id>.parquet` where the pipeline scored), or the runs
+directory itself (scores then in each run's `scores.parquet`, as `bas score --run` writes).
+Every complete run (one with scores) is read and checked against `bas.scoring.schema`; runs without it are listed as incomplete
 and left out, so a report can be made while other methods are still running.
 
 The scores file has one row per (image, concept in its prompt). Statistics are computed on
@@ -64,14 +65,20 @@ class Results:
         return self.runs_dir / method / scene_id
 
 
-def locate(results_dir: str | Path) -> tuple[Path, Path]:
-    """(runs dir, default scenes dir) of a storage root or of a runs dir."""
+def locate(results_dir: str | Path) -> tuple[Path, Path, Path]:
+    """(runs dir, default scenes dir, pipeline scores dir) of a storage root or of a runs dir."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise DataError(f"results directory not found: {results_dir}")
     if (results_dir / "runs").is_dir():
-        return results_dir / "runs", results_dir / "scenes"
-    return results_dir, results_dir.parent / "scenes"
+        return results_dir / "runs", results_dir / "scenes", results_dir / "scores"
+    return results_dir, results_dir.parent / "scenes", results_dir.parent / "scores"
+
+
+def scores_file(run: Path, scores_dir: Path) -> Path:
+    """The scores of one run: the pipeline's `scores/<method>/<scene>.parquet`, else the run's own."""
+    pipeline_file = scores_dir / run.parent.name / f"{run.name}.parquet"
+    return pipeline_file if pipeline_file.exists() else run / "scores.parquet"
 
 
 def per_image(rows: pd.DataFrame) -> pd.DataFrame:
@@ -87,7 +94,7 @@ def per_image(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_results(results_dir: str | Path, scenes_dir: str | Path | None = None) -> Results:
-    runs_dir, default_scenes = locate(results_dir)
+    runs_dir, default_scenes, scores_dir = locate(results_dir)
     scenes = Path(scenes_dir) if scenes_dir is not None else default_scenes
     frames, manifests, incomplete = [], [], []
     for method_path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -95,14 +102,14 @@ def load_results(results_dir: str | Path, scenes_dir: str | Path | None = None) 
             manifest_file = run / "manifest.parquet"
             if manifest_file.exists():
                 manifests.append(_read(manifest_file, MANIFEST_COLUMNS))
-            scores_file = run / "scores.parquet"
-            if not scores_file.exists():
+            scores_path = scores_file(run, scores_dir)
+            if not scores_path.exists():
                 incomplete.append(f"{method_path.name}/{run.name}")
                 continue
-            frame = _read(scores_file, SCORE_COLUMNS)
+            frame = _read(scores_path, SCORE_COLUMNS)
             wrong = set(frame["method"]) - {method_path.name} or set(frame["scene_id"]) - {run.name}
             if wrong:
-                raise DataError(f"{scores_file}: rows of {sorted(wrong)} in the run dir of "
+                raise DataError(f"{scores_path}: rows of {sorted(wrong)} in the run dir of "
                                 f"{method_path.name}/{run.name}")
             frames.append(frame)
     if not frames:

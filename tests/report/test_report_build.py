@@ -183,3 +183,17 @@ def test_a_lone_method_that_detects_nothing_still_gets_a_report(tmp_path):
     assert "needs scores from at least two methods" in html
     metrics = json.loads(outputs.metrics.read_text())
     assert metrics["bas"]["detected"] == 0.0 and "identity_similarity" not in metrics["bas"]
+
+
+def test_pipeline_scores_layout_is_read(synthetic_results):
+    # The pipeline keeps scores outside the runs (DVC outputs must not overlap):
+    # <root>/scores/<method>/<scene_id>.parquet. The report reads them from there.
+    before = load_results(synthetic_results).rows
+    for run_scores in sorted((synthetic_results / "runs").glob("*/*/scores.parquet")):
+        method, scene = run_scores.parent.parent.name, run_scores.parent.name
+        target = synthetic_results / "scores" / method / f"{scene}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        run_scores.rename(target)
+    after = load_results(synthetic_results).rows
+    assert len(after) == len(before) > 0
+    assert sorted(after["method"].unique()) == sorted(before["method"].unique())
