@@ -53,8 +53,9 @@ TRAIN_JSON = "train.json"
 LOG_FILE = "log.jsonl"
 KV_PATTERN = re.compile(r"\.attn2\.to_(k|v)\.")
 
-# Training settings that do not change what is learned (so they are not part of a run's key).
-_KEY_EXCLUDED = ("progress_bar", "keep_weights", "gradient_checkpointing")
+# Training settings that do not change what is learned (so they are not part of a run's key):
+# the last three change how a step is computed, with results equal up to rounding (tested).
+_KEY_EXCLUDED = ("progress_bar", "keep_weights", "gradient_checkpointing", "cache_latents", "attention_capture")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -224,7 +225,7 @@ class Trainer:
         images = ensure_class_images(self.cfg, self.parts, dtype=self.amp_dtype)
         self.parts.unet.train()
         self.prior = PriorSource(self.parts, images, random.Random(derive_seed("prior", self.seed)),
-                                 self.generator)
+                                 self.generator, cache_latents=self.cfg.training.cache_latents)
         self.prior_ids = prompt_ids(self.parts.tokenizer, [self.cfg.training.prior_images.prompt], self.device)
 
     def _setup_tokens(self) -> None:
@@ -237,7 +238,8 @@ class Trainer:
         sampler = ConceptSampler(len(self.scene.masks), data.concepts_per_sample, self.rng)
         source = SOURCES[data.source]
         self.source = source(self.scene, self.parts, sampler, self.tokens, data.prompt_template, data.token_joiner,
-                             data.flip_p, self.rng, self.generator, self.device)
+                             data.flip_p, self.rng, self.generator, self.device,
+                             cache_latents=self.cfg.training.cache_latents)
         self.latent_side = self.parts.resolution // self.parts.vae_scale_factor
 
     def _setup_attention(self) -> None:
@@ -246,10 +248,13 @@ class Trainer:
             self._original_processors = dict(self.parts.unet.attn_processors)
 
     def _set_recording(self, on: bool) -> None:
-        """Recording processors on the loss's layers while a phase needs the maps; SDPA otherwise."""
+        """Recording processors on the loss's layers while a phase needs the maps; SDPA otherwise
+        (`training.attention_capture: every_layer`: on every layer, the official code's way)."""
         if on == self._recording:
             return
-        if on:
+        if on and self.cfg.training.attention_capture == "every_layer":
+            self.recording_processors = attn.install_every_layer(self.parts.unet, self.store)
+        elif on:
             self.recording_processors = attn.install(self.parts.unet, self.recipe.attention_loss.layers, self.store)
         else:
             self.parts.unet.set_attn_processor(dict(self._original_processors))
@@ -311,6 +316,13 @@ class Trainer:
         self._set_recording(recipe.loss_weights.attention > 0)
         self.phase = state
         return state
+
+    def enter_phase(self, name: str) -> PhaseState:
+        """Start the recipe's phase `name` alone (after `setup()`), so that single `step()`s can
+        be run and measured outside `train()` (benchmarks, probes)."""
+        if name not in self.recipe.phases:
+            raise BasError(f"method {self.method}: no phase {name!r} (phases: {', '.join(self.recipe.phases)})")
+        return self.start_phase(name, self.recipe.phases[name])
 
     def train(self, out: Path) -> None:
         total = sum(phase.steps for _, phase in self.active_phases())
