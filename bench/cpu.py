@@ -14,8 +14,10 @@ taken in alternating rounds, so load from other processes falls on both sides al
   probabilities). All three are the engine's own `Trainer.step()`, configured.
 - generation: the grid batched (`generation.batch_size`) vs one image at a time, images/s.
 - scoring: images/s with `scoring.batch_size` vs batches of one.
-- pipeline: Prefect task overhead and a no-change `dvc repro` (bench/pipeline.py, run as a
-  child process because Prefect reads its settings at import).
+- pipeline: bench/pipeline.py, run as a child process because Prefect reads its settings at
+  import: the project's real pipeline (dvc.yaml, the Prefect scene tasks) on a one-scene tiny
+  copy, a no-change `dvc repro` of it, the real scene tasks' overhead on finished work, and
+  Prefect's task machinery on a cheap call (--quick: the stand-ins only).
 
 The tiny profile's models are random and small: these figures compare code paths, they do
 not predict GPU seconds (bench/gpu.py does that with the full-size architectures).
@@ -49,7 +51,7 @@ CAPTURE_TARGET = 1.15   # a BaS step may cost at most 1.15x a plain fine-tuning 
 
 # Sizes of a full run and of --quick (the test's smoke run).
 SIZES = {
-    False: dict(train_repeats=15, train_warmup=2, gen_templates=2, gen_steps=None, gen_repeats=3,
+    False: dict(train_repeats=15, train_warmup=2, gen_templates=2, gen_steps=None, gen_repeats=2,
                 score_repeats=5),
     True: dict(train_repeats=2, train_warmup=1, gen_templates=1, gen_steps=3, gen_repeats=1,
                score_repeats=1),

@@ -1,28 +1,37 @@
 #!/usr/bin/env python
 """Pipeline overhead: Prefect per task and per flow run, and a no-change `dvc repro`.
 
-    python bench/pipeline.py [--quick] [--only prefect,dvc]
+    python bench/pipeline.py [--quick] [--only project,prefect,dvc]
 
-Prefect runs against its ephemeral API with a temporary PREFECT_HOME (nothing of the
-user's Prefect setup is read or written). Each task wraps one library call
-(`bas.scenes.load_scene` of a staged demo scene); the overhead per task is, within one flow
-run, (N calls as tasks - the same N calls made directly) / N, over several flow runs. Three kinds of task:
-`plain` (Prefect's defaults, nothing persisted), `persisted` (result persisted, cached on
-inputs + task source, a cache miss: new inputs each run), `cache_hit` (the same inputs again:
-the result is read back instead of computed).
+Prefect always runs against its ephemeral API with a temporary PREFECT_HOME (nothing of
+the user's Prefect setup is read or written).
 
-DVC: a temporary git + DVC repository with a one-stage pipeline; after one real run,
-`dvc repro` with nothing changed is timed as a user runs it (a new process each time).
+project: the real pipeline. A copy of this checkout (bas/, flows/, tasks/, dvc.yaml) in a
+temporary git + DVC repository, params.yaml with tiny overrides (one demo scene, `bas`,
+2 + 2 steps, a 3-image grid of 2 steps): `dvc repro` is run once (timed: the whole tiny
+pipeline), then timed again with nothing changed (a new process each time, as a user runs
+it). Then the real scene tasks (`tasks.stages.train_generate` and `score`, configured as the
+flows call them) are timed on the finished (method, scene), against the library calls they
+wrap (`bas.pipeline.train_generate` / `score`, which skip finished work by themselves): the
+cost of a scene task when `bas run` is run again.
 
-Interim: the project's own flows (`flows/`) and `dvc.yaml` land on main later; these two
-measurements should then be re-pointed at them (a scene task of the real flow, and a
-no-change `dvc repro` of the real pipeline).
+prefect: the task machinery on a cheap library call (`bas.scenes.load_scene` of a staged
+demo scene): the overhead per task is, within one flow run, (N calls as tasks - the same N
+calls made directly) / N, over several flow runs. Three kinds of task: `plain` (Prefect's
+defaults, nothing persisted), `persisted` (result persisted, cached on inputs + task source,
+a cache miss: new inputs each run), `cache_hit` (the same inputs again: the result is read
+back instead of computed). Also the first flow run of a process (starts the ephemeral API)
+and an empty flow run.
+
+dvc: a one-stage pipeline in a temporary repository, `dvc repro` with nothing changed: DVC's
+own floor, for comparison with the real pipeline's.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -35,8 +44,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-SECTIONS = ("prefect", "dvc")
-SIZES = {False: dict(tasks=40, flow_runs=5, dvc_repeats=5), True: dict(tasks=4, flow_runs=2, dvc_repeats=2)}
+SECTIONS = ("project", "prefect", "dvc")
+QUICK_SECTIONS = ("prefect", "dvc")    # the real project runs a whole (tiny) pipeline first: ~2 minutes
+SIZES = {False: dict(tasks=40, flow_runs=5, dvc_repeats=5, scene_tasks=10, scene_flow_runs=3),
+         True: dict(tasks=4, flow_runs=2, dvc_repeats=2, scene_tasks=2, scene_flow_runs=1)}
 
 
 def log(message: str) -> None:
@@ -74,14 +85,9 @@ def stage_demo_scenes(root: Path) -> list[Path]:
     return [root / scene_id for scene_id in report.selected]
 
 
-def bench_prefect(sizes: dict, device, record) -> list[dict]:
-    with tempfile.TemporaryDirectory(prefix="bas-bench-prefect-") as tmp:
-        home = Path(tmp) / "prefect-home"
-        home.mkdir()
-        os.environ.pop("PREFECT_API_URL", None)        # never a configured server: the ephemeral API
-        os.environ.update(prefect_settings(home))
-        scene_dirs = stage_demo_scenes(Path(tmp) / "scenes")
-        return _prefect_measurements(scene_dirs, sizes, device, record)
+def bench_prefect(sizes: dict, device, record, work: Path) -> list[dict]:
+    scene_dirs = stage_demo_scenes(work / "scenes")
+    return _prefect_measurements(scene_dirs, sizes, device, record)
 
 
 def _prefect_measurements(scene_dirs: list[Path], sizes: dict, device, record) -> list[dict]:
@@ -156,10 +162,12 @@ def _prefect_measurements(scene_dirs: list[Path], sizes: dict, device, record) -
 # --------------------------------------------------------------------------- dvc
 
 
-def _run(command: list[str], cwd: Path, env: dict) -> None:
+def _run(command: list[str], cwd: Path, env: dict) -> str:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stdout[-2000:]}"
+                           f"{done.stderr[-3000:]}")
+    return done.stdout
 
 
 def bench_dvc(sizes: dict, device, record) -> list[dict]:
@@ -191,12 +199,140 @@ def bench_dvc(sizes: dict, device, record) -> list[dict]:
                    meaning="wall seconds of `dvc repro` (new process) when nothing changed")]
 
 
+# --------------------------------------------------------------------------- the real project
+
+
+# The tiny pipeline the real project runs (params keys as `bas run -S` takes them).
+PROJECT_OVERRIDES = {
+    "models.profile": "tiny", "models.cache_dir": str(REPO / ".cache" / "bas" / "models"),
+    "scenes.coco_root": "demo", "scenes.num_scenes": 1, "scenes.resolution": 128,
+    "training.progress_bar": False, "training.prior_images.num_images": 2,
+    "training.prior_images.sampling_steps": 2, "training.prior_images.batch_size": 2,
+    "methods.bas.phases.phase1.steps": 2, "methods.bas.phases.phase2.steps": 2,
+    "generation.templates": ["a photo of {tokens} at the beach"], "generation.seeds": 1, "generation.steps": 2,
+    "orchestration.methods": ["bas"],
+}
+PROJECT_FILES = ("bas", "flows", "tasks", "dvc.yaml", ".gitignore", ".dvcignore")
+
+
+def make_project(root: Path) -> dict:
+    """A copy of this checkout with the tiny params, as a git + DVC repository; its environment."""
+    import shutil
+
+    import yaml
+
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif source.exists():
+            shutil.copy(source, root / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in PROJECT_OVERRIDES.items():
+        node = params
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(root), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
+           # The stages' own ephemeral Prefect, apart from this process's (one SQLite file each).
+           **prefect_settings(root.parent / "project-prefect-home")}
+    (root.parent / "project-prefect-home").mkdir()
+    _run(["git", "init", "-q"], root, env)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], root, env)
+    _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root, env)
+    return env
+
+
+def bench_project(sizes: dict, device, record, work: Path) -> list[dict]:
+    root = work / "project"
+    root.mkdir()
+    env = make_project(root)
+    dvc = [sys.executable, "-m", "dvc", "repro"]
+    log("project: dvc repro of the tiny pipeline (every stage runs)")
+    started = time.perf_counter()
+    first = _run(dvc, root, env)
+    first_s = time.perf_counter() - started
+    ran = sorted(set(re.findall(r"Running stage '([^']+)'", first)))
+    out = [record("pipeline.project_dvc_repro_first", device, "tiny",
+                  {"stages": ran, **{k: PROJECT_OVERRIDES[k] for k in ("scenes.num_scenes", "orchestration.methods")}},
+                  {**_stats([first_s]), "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0},
+                  meaning="the whole tiny pipeline from nothing: stage, recipes, train + generate, score, report")]
+    times = []
+    for _ in range(sizes["dvc_repeats"]):
+        started = time.perf_counter()
+        again = _run(dvc, root, env)
+        times.append(time.perf_counter() - started)
+        if "Running stage" in again:
+            raise RuntimeError(f"dvc repro reran stages with nothing changed:\n{again[-2000:]}")
+    log(f"project: no-change dvc repro {statistics.median(times):.2f} s")
+    out.append(record("pipeline.project_dvc_repro_no_change", device, "tiny", {"stages": ran},
+                      {**_stats(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0},
+                      meaning="wall seconds of `dvc repro` of the project's dvc.yaml (new process) when nothing changed"))
+    out += _scene_task_measurements(root, sizes, device, record)
+    return out
+
+
+def _scene_task_measurements(root: Path, sizes: dict, device, record) -> list[dict]:
+    from prefect import flow
+
+    from bas import config, pipeline
+    from tasks import stages
+    from tasks.stages import configured
+
+    cfg = config.load(root / "params.yaml", {"paths.storage_root": str(root / "data")})
+    method = cfg.orchestration.methods[0]
+    scene_id = pipeline.scene_ids(cfg)[0]
+    library = {"train_generate": pipeline.train_generate, "score": pipeline.score}
+    task_of = {"train_generate": stages.train_generate, "score": stages.score}
+
+    @flow(name="bench-scene-task-rerun")
+    def rerun(stage: str, n: int) -> tuple[float, float]:
+        """(seconds of N library calls, seconds of N task calls) on finished work."""
+        scene_task = configured(task_of[stage], cfg)
+        started = time.perf_counter()
+        for _ in range(n):
+            library[stage](cfg, method, scene_id)
+        direct = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(n):
+            scene_task(cfg, method, scene_id)
+        return direct, time.perf_counter() - started
+
+    out = []
+    n = sizes["scene_tasks"]
+    for stage in ("train_generate", "score"):
+        if not {"train_generate": pipeline.train_generate_done, "score": pipeline.score_done}[stage](
+                cfg, method, scene_id):
+            raise RuntimeError(f"{stage} {method}/{scene_id} is not finished after dvc repro")
+        rerun(stage, 1)                                  # warm-up: imports, first cache record
+        per_task, direct_s = [], []
+        for _ in range(sizes["scene_flow_runs"]):
+            direct, with_tasks = rerun(stage, n)
+            per_task.append((with_tasks - direct) / n)
+            direct_s.append(direct / n)
+        log(f"project: {stage} scene task on finished work, overhead {statistics.median(per_task) * 1000:.1f} ms")
+        out.append(record("pipeline.prefect_scene_task_overhead", device, "tiny",
+                          {"tasks_per_flow_run": n, "flow_runs": sizes["scene_flow_runs"], "stage": stage,
+                           "method": method},
+                          {**_stats(per_task), "peak_rss_mb": _peak_mb()}, variant="finished_work",
+                          library_call_s=statistics.median(direct_s),
+                          meaning="seconds the real scene task (cache key, cache hit, result read) adds to the "
+                                  "library call that skips the finished (method, scene) by itself"))
+    return out
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="few repeats, no real project: a smoke run")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated: {','.join(SECTIONS)} (default all; --quick: {','.join(QUICK_SECTIONS)})")
     args = parser.parse_args(argv)
-    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    only = [s.strip() for s in (args.only or ",".join(QUICK_SECTIONS if args.quick else SECTIONS)).split(",")
+            if s.strip()]
     if set(only) - set(SECTIONS):
         parser.error(f"unknown section(s); choose from {', '.join(SECTIONS)}")
     import torch
@@ -206,10 +342,18 @@ def main(argv=None) -> list[dict]:
     device = torch.device("cpu")
     sizes = SIZES[args.quick]
     out = []
-    if "dvc" in only:
-        out += bench_dvc(sizes, device, record)
-    if "prefect" in only:
-        out += bench_prefect(sizes, device, record)
+    with tempfile.TemporaryDirectory(prefix="bas-bench-pipeline-") as tmp:
+        work = Path(tmp)
+        # Before prefect is imported, here and in every child process (dvc's stages).
+        os.environ.pop("PREFECT_API_URL", None)        # never a configured server: the ephemeral API
+        (work / "prefect-home").mkdir()
+        os.environ.update(prefect_settings(work / "prefect-home"))
+        if "dvc" in only:
+            out += bench_dvc(sizes, device, record)
+        if "prefect" in only:   # first: its first flow run is the one that starts the ephemeral API
+            out += bench_prefect(sizes, device, record, work)
+        if "project" in only:
+            out += bench_project(sizes, device, record, work)
     return out
 
 
