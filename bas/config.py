@@ -369,6 +369,15 @@ class TrainingConfig:
     # Keep every trained parameter besides the tokens (~2.6 GB a scene on sd21).
     keep_weights: bool = False
     progress_bar: bool = True
+    # How a step is computed, not what it learns (same draws; results equal up to rounding).
+    # cache_latents: VAE-encode the scene and class images once and sample the cached
+    # posterior each step; false encodes every step, as the official BaS code does.
+    cache_latents: bool = True
+    # loss_layers: record cross-attention only on the layers the attention loss reads (SDPA
+    # elsewhere); every_layer: every cross- and self-attention layer through materialised
+    # probabilities, as the official code's attention store does. every_layer exists to
+    # benchmark the official way (bench/cpu.py); it only costs time and memory.
+    attention_capture: Literal["loss_layers", "every_layer"] = "loss_layers"
     prior_images: PriorImagesConfig = field(default_factory=PriorImagesConfig)
 
     def __post_init__(self) -> None:

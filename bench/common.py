@@ -29,7 +29,25 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads)"
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux: /proc/self/clear_refs); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
+    """Peak resident memory since the last `reset_peak_rss()` (else since the process began)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -42,6 +60,8 @@ def time_it(fn: Callable[[], object], repeats: int, warmup: int = 1,
     sync()
     if device is not None and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_peak_rss()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -54,6 +74,40 @@ def time_it(fn: Callable[[], object], repeats: int, warmup: int = 1,
     else:
         out["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def summarise(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": len(times)}
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, dict]:
+    """Time several CPU functions in alternating rounds (A B C, A B C, ...), so that load from
+    other processes on a shared machine falls on all of them alike.
+
+    Returns per name: median/min/max seconds, `times` (one per round, in round order, for
+    paired ratios) and `peak_rss_mb` (the highest resident memory seen while it ran).
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    peaks: dict[str, float] = {name: 0.0 for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            reset_peak_rss()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+            peaks[name] = max(peaks[name], peak_rss_mb())
+    return {name: {**summarise(times[name]), "times": times[name], "peak_rss_mb": peaks[name]} for name in fns}
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> dict:
+    """Ratio of two interleaved timings: the ratio of medians, and the median/min/max of the
+    per-round ratios (rounds are paired, so a slow moment of the machine cancels out)."""
+    rounds = [a / b for a, b in zip(numerator, denominator)]
+    return {"ratio": statistics.median(numerator) / statistics.median(denominator),
+            "median": statistics.median(rounds), "min": min(rounds), "max": max(rounds), "rounds": len(rounds)}
 
 
 def record(name: str, device: torch.device, profile: str, sizes: dict, measured: dict, **extra) -> dict:

@@ -181,9 +181,19 @@ def _from_pretrained(cls, source: str, what: str, key: str, **kwargs):
         raise _unavailable(what, source, key, err) from None
 
 
+def protocol_sampler(noise_scheduler):
+    """PROTOCOL.md sec. 4: DDIM, scaled_linear 0.00085-0.012, no clipping, alpha_T not forced to 1."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(
+        noise_scheduler.config, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False,
+    )
+
+
 def load_diffusion(cfg: ModelsConfig, sources: Optional[Sources] = None) -> DiffusionParts:
     """The SD 2.1-base pipeline parts for `cfg.profile`, on the CPU in fp32."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     s = sources or resolve_sources(cfg)
@@ -196,11 +206,7 @@ def load_diffusion(cfg: ModelsConfig, sources: Optional[Sources] = None) -> Diff
                                  subfolder="tokenizer")
     noise_scheduler = _from_pretrained(DDPMScheduler, s.diffusion, f"{what} (scheduler)", "diffusion",
                                        subfolder="scheduler")
-    # PROTOCOL.md sec. 4: DDIM, scaled_linear 0.00085-0.012, no clipping, alpha_T not forced to 1.
-    sampler = DDIMScheduler.from_config(
-        noise_scheduler.config, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False,
-    )
+    sampler = protocol_sampler(noise_scheduler)
     for module in (unet, vae, text_encoder):
         module.eval()
     return DiffusionParts(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,

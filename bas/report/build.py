@@ -19,7 +19,7 @@ import pandas as pd
 
 from bas.config import ReportConfig
 from bas.errors import DataError
-from bas.io import atomic_dir, atomic_write_json, atomic_write_text
+from bas.io import atomic_write_bytes, atomic_dir, atomic_write_json, atomic_write_text
 from bas.report import pictures, plots, published, stats
 from bas.report.results import Results, is_ablation, load_results, method_order
 from bas.scoring.schema import METRICS
@@ -76,6 +76,7 @@ class ReportData:
     tl_ours: dict[str, Optional[float]]
     comparison: Optional[Comparison] = None
     notes: list[str] = field(default_factory=list)
+    human: Optional[dict] = None  # bas.ratings.analysis.human_results of the rating study, if any
 
     def mean(self, method: str, metric: str) -> float:
         row = self.summary[(self.summary["method"] == method) & (self.summary["metric"] == metric)]
@@ -105,6 +106,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, cfg: ReportConfig
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out_dir / "plots") as plots_tmp:
         data = collect(results, cfg, plots_tmp, str(results_dir))
+        data.human = human_ratings(results.runs_dir.parent, data, plots_tmp)
     if compare is not None:
         data.comparison = compare_runs(data, compare)
     with atomic_dir(out_dir / "tables") as tables_tmp:
@@ -116,6 +118,25 @@ def build_report(results_dir: str | Path, out_dir: str | Path, cfg: ReportConfig
     atomic_write_text(outputs.html, render_html(data))
     log.info("report written to %s", outputs.html)
     return outputs
+
+
+def human_ratings(root: Path, data: ReportData, plots_dir: Path) -> Optional[dict]:
+    """The human rating study's results (`bas rate export` -> <root>/ratings.parquet), if run."""
+    import pandas as pd
+
+    from bas.ratings.analysis import human_pareto_png, human_results
+
+    export = Path(root) / "ratings.parquet"
+    if not export.exists():
+        return None
+    ratings = pd.read_parquet(export)
+    if ratings.empty:
+        return None
+    human = human_results(ratings)
+    png = human_pareto_png(human["table"])
+    atomic_write_bytes(plots_dir / "human_pareto.png", png)
+    data.plots["human_pareto"] = plots.Plot("human_pareto", png)
+    return human
 
 
 def collect(results: Results, cfg: ReportConfig, plots_dir: Path, results_label: str) -> ReportData:

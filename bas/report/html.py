@@ -26,6 +26,7 @@ SECTIONS = (
     ("significance", "Significance: Kruskal-Wallis and Tukey HSD"),
     ("pictures", "Pictures (BaS Fig. 9 layout)"),
     ("attention", "Attention maps (BaS Fig. 4)"),
+    ("human", "Human ratings (BaS Table 4, Fig. 5 right)"),
     ("published", "Published figures"),
     ("compare", "Comparison with another run"),
     ("method-notes", "How the numbers are computed"),
@@ -434,6 +435,28 @@ def method_notes(data: ReportData) -> str:
     return section("method-notes", "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
 
 
+def plain_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    rows = [[td(fmt(v, digits), num=True) if isinstance(v, (float, np.floating)) else td(esc(v))
+             for v in record] for record in frame.itertuples(index=False)]
+    return table([str(c) for c in frame.columns], rows)
+
+
+def human(data: ReportData) -> str:
+    if data.human is None:
+        return section("human", "<p>No human ratings: run <code>bas rate invite</code>, "
+                                "<code>bas rate serve</code>, then <code>bas rate export</code>.</p>")
+    h = data.human
+    parts = [f"<p>Ratings from this lab's own study (<code>bas rate</code>): {esc(h.get('num_ratings'))} "
+             f"ratings by {esc(h.get('num_raters'))} raters, 1-5 scale; not from the paper.</p>",
+             figure(data.plots.get("human_pareto"), "human ratings",
+                    "Mean human ratings per method: right = prompt correspondence, up = identity; "
+                    "dashed line: Pareto front."),
+             "<h3>Means and variances (BaS Table 4 layout)</h3>", plain_table(h["table4"]),
+             "<h3>Kruskal-Wallis</h3>", plain_table(h["kruskal"], 4),
+             "<h3>Tukey HSD pairs</h3>", plain_table(h["tukey"], 4)]
+    return section("human", "\n".join(parts))
+
+
 def render_html(data: ReportData) -> str:
     banner = f'<div class="banner">{esc(data.banner)}</div>' if data.banner else ""
     body = "\n".join([
@@ -442,7 +465,7 @@ def render_html(data: ReportData) -> str:
         f'{len(data.methods)} methods · {int(data.overview["images"].sum())} images</p>',
         banner,
         overview(data), pareto(data), means(data), mifo(data), breakdowns(data), significance(data),
-        pictures(data), attention(data), published_section(data), compare(data), method_notes(data),
+        pictures(data), attention(data), human(data), published_section(data), compare(data), method_notes(data),
         banner,
     ])
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

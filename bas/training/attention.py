@@ -9,6 +9,10 @@ a head-averaged copy to the store; it never writes into the probabilities in pla
 
 Maps are per sample, `(B, HW, T)` for T prompt positions: with prior preservation the
 batch holds the class images too, and each sample's map is its own row.
+
+`install_every_layer(unet, store)` records every attention layer, cross and self, through
+materialised probabilities: the official BaS code's way, kept to benchmark against
+(`training.attention_capture: every_layer`). The loss still reads cross-attention only.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Iterable, Optional
 import torch
 
 PROCESSOR_SUFFIX = ".processor"
+CROSS_ATTENTION = "attn2"   # diffusers' name of a transformer block's cross-attention
 
 
 @dataclass
@@ -44,13 +49,15 @@ class AttentionStore:
         self.maps = {}
 
     def names_under(self, layers: Optional[Iterable[str]] = None) -> list[str]:
-        """The recorded module names under `layers` (block names; default: all), in layer order."""
+        """The recorded cross-attention module names under `layers` (block names; default: all),
+        in layer order. Self-attention maps, recorded only by `install_every_layer`, are never read."""
+        cross = [n for n in self.maps if n.endswith("." + CROSS_ATTENTION)]
         if layers is None:
-            names = list(self.maps)
+            names = cross
         else:
             names = []
             for layer in layers:
-                found = [n for n in self.maps if n.startswith(layer.rstrip(".") + ".")]
+                found = [n for n in cross if n.startswith(layer.rstrip(".") + ".")]
                 if not found:
                     raise RuntimeError(f"no attention recorded under {layer!r}; recorded: {sorted(self.maps)}")
                 names += found
@@ -144,7 +151,7 @@ def cross_attention_processor_names(unet, layer: str) -> list[str]:
     """The `attn2` processor keys under one block, e.g. `up_blocks.1.attentions.0`."""
     prefix = layer.rstrip(".") + "."
     return [name for name in unet.attn_processors
-            if name.startswith(prefix) and name.endswith("attn2" + PROCESSOR_SUFFIX)]
+            if name.startswith(prefix) and name.endswith(CROSS_ATTENTION + PROCESSOR_SUFFIX)]
 
 
 def install(unet, layers: Iterable[str], store: AttentionStore) -> list[str]:
@@ -166,3 +173,11 @@ def install(unet, layers: Iterable[str], store: AttentionStore) -> list[str]:
     unet.set_attn_processor(processors)
     return replaced
 
+
+
+def install_every_layer(unet, store: AttentionStore) -> list[str]:
+    """Record every attention layer, cross and self, into `store` (the official code's way:
+    materialised probabilities everywhere, no SDPA); returns the processor keys replaced."""
+    names = list(unet.attn_processors)
+    unet.set_attn_processor({name: RecordingAttnProcessor(store, name[: -len(PROCESSOR_SUFFIX)]) for name in names})
+    return names

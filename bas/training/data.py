@@ -4,6 +4,8 @@ Two sources, chosen by a recipe's `data.source`:
 - `SceneSource` (BaS): the real image with its masks. The image and its mirror image are
   VAE-encoded once; each sample draws its latent from the cached posterior (mean + std x
   noise, exactly what `latent_dist.sample()` gives), so no step runs the VAE.
+  `cache_latents=False` (`training.cache_latents`) encodes the image every sample instead,
+  as the official BaS code does: the same draws, only slower (kept to benchmark against).
 - `MaskedCollectionSource` (TI-m, DB-m, CD-m): the chosen concepts cut out with their masks
   and pasted on a random solid colour. Every sample is a new image, so it is VAE-encoded
   per sample (a few ms on a GPU at 512 px).
@@ -101,10 +103,13 @@ class SceneSource:
 
     def __init__(self, scene: SceneLike, parts, concept_sampler: ConceptSampler, tokens: Sequence[str],
                  template: str, joiner: str, flip_p: float, rng: random.Random, generator: torch.Generator,
-                 device: torch.device) -> None:
+                 device: torch.device, cache_latents: bool = True) -> None:
         image = image_to_tensor(scene.image, parts.resolution)                 # (3, R, R)
-        both = torch.stack([image, torch.flip(image, dims=[-1])])              # (2, 3, R, R)
-        self.mean, self.std = encode_posterior(parts.vae, both)                # (2, 4, h, w) each
+        self.views = torch.stack([image, torch.flip(image, dims=[-1])])        # (2, 3, R, R)
+        self.vae = parts.vae
+        self.cached = cache_latents
+        if cache_latents:
+            self.mean, self.std = encode_posterior(parts.vae, self.views)      # (2, 4, h, w) each
         self.masks = masks_to_tensor(scene.masks).to(device)                   # (N, H, W)
         self.scaling = parts.vae_scaling_factor
         self.concepts, self.tokens = concept_sampler, list(tokens)
@@ -115,8 +120,11 @@ class SceneSource:
         concepts = self.concepts.draw()
         flipped = self.rng.random() < self.flip_p
         view = 1 if flipped else 0
-        latents = sample_posterior(self.mean[view : view + 1], self.std[view : view + 1], self.scaling,
-                                   self.generator)                              # (1, 4, h, w)
+        if self.cached:
+            mean, std = self.mean[view : view + 1], self.std[view : view + 1]  # (1, 4, h, w) each
+        else:
+            mean, std = encode_posterior(self.vae, self.views[view : view + 1])
+        latents = sample_posterior(mean, std, self.scaling, self.generator)     # (1, 4, h, w)
         masks = self.masks[concepts]                                            # (k, H, W)
         if flipped:
             masks = torch.flip(masks, dims=[-1])
@@ -129,7 +137,8 @@ class MaskedCollectionSource:
 
     def __init__(self, scene: SceneLike, parts, concept_sampler: ConceptSampler, tokens: Sequence[str],
                  template: str, joiner: str, flip_p: float, rng: random.Random, generator: torch.Generator,
-                 device: torch.device) -> None:
+                 device: torch.device, cache_latents: bool = True) -> None:
+        del cache_latents  # every sample is a new image: nothing to cache
         self.pixels = np.asarray(scene.image.convert("RGB"), dtype=np.uint8)    # (H, W, 3)
         self.mask_arrays = [np.asarray(m, dtype=bool) for m in scene.masks]
         self.masks = masks_to_tensor(scene.masks).to(device)                   # (N, H, W)
@@ -167,31 +176,42 @@ SOURCES = {"scene": SceneSource, "masked_collection": MaskedCollectionSource}
 
 class PriorSource:
     """Class images for prior preservation: posteriors cached once, visited in a fresh random
-    order each pass (the BaS code's shuffled DataLoader over its class images)."""
+    order each pass (the BaS code's shuffled DataLoader over its class images).
+    `cache_latents=False` encodes the drawn image every time instead (the official code)."""
 
     def __init__(self, parts, images: Sequence[Image.Image], rng: random.Random, generator: torch.Generator,
-                 encode_batch: int = 8) -> None:
-        means, stds = [], []
-        for start in range(0, len(images), encode_batch):
-            batch = torch.stack([image_to_tensor(im, parts.resolution) for im in images[start : start + encode_batch]])
-            mean, std = encode_posterior(parts.vae, batch)
-            means.append(mean)
-            stds.append(std)
-        self.mean, self.std = torch.cat(means), torch.cat(stds)                # (n, 4, h, w) each
+                 encode_batch: int = 8, cache_latents: bool = True) -> None:
+        self.vae = parts.vae
+        self.cached = cache_latents
+        self.count = len(images)
+        if cache_latents:
+            means, stds = [], []
+            for start in range(0, len(images), encode_batch):
+                batch = torch.stack([image_to_tensor(im, parts.resolution)
+                                     for im in images[start : start + encode_batch]])
+                mean, std = encode_posterior(parts.vae, batch)
+                means.append(mean)
+                stds.append(std)
+            self.mean, self.std = torch.cat(means), torch.cat(stds)            # (n, 4, h, w) each
+        else:
+            self.pixels = torch.stack([image_to_tensor(im, parts.resolution) for im in images])  # (n, 3, R, R)
         self.scaling = parts.vae_scaling_factor
         self.rng, self.generator = rng, generator
         self.order: list[int] = []
 
     def __len__(self) -> int:
-        return self.mean.shape[0]
+        return self.count
 
     def draw(self) -> tuple[int, torch.Tensor]:
         if not self.order:
             self.order = list(range(len(self)))
             self.rng.shuffle(self.order)
         index = self.order.pop(0)
-        latents = sample_posterior(self.mean[index : index + 1], self.std[index : index + 1], self.scaling,
-                                   self.generator)                              # (1, 4, h, w)
+        if self.cached:
+            mean, std = self.mean[index : index + 1], self.std[index : index + 1]   # (1, 4, h, w) each
+        else:
+            mean, std = encode_posterior(self.vae, self.pixels[index : index + 1])
+        latents = sample_posterior(mean, std, self.scaling, self.generator)     # (1, 4, h, w)
         return index, latents
 
 

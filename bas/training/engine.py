@@ -58,8 +58,9 @@ K_PATTERN = re.compile(r"\.attn2\.to_k\.")
 # Trainable groups that are a subset of the UNet's parameters, by name pattern.
 UNET_GROUPS = {"cross_attention_kv": KV_PATTERN, "cross_attention_k": K_PATTERN}
 
-# Training settings that do not change what is learned (so they are not part of a run's key).
-_KEY_EXCLUDED = ("progress_bar", "keep_weights", "gradient_checkpointing")
+# Training settings that do not change what is learned (so they are not part of a run's key):
+# the last three change how a step is computed, with results equal up to rounding (tested).
+_KEY_EXCLUDED = ("progress_bar", "keep_weights", "gradient_checkpointing", "cache_latents", "attention_capture")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -253,7 +254,8 @@ class Trainer:
             # One prompt keeps the stream BaS always had; several get one stream each.
             rng = random.Random(derive_seed("prior", self.seed) if len(prompts) == 1
                                 else derive_seed("prior", self.seed, prompt))
-            self.prior[prompt] = PriorSource(self.parts, images, rng, self.generator)
+            self.prior[prompt] = PriorSource(self.parts, images, rng, self.generator,
+                                             cache_latents=self.cfg.training.cache_latents)
             self.prior_ids[prompt] = prompt_ids(self.parts.tokenizer, [prompt], self.device)   # (1, 77)
         self.parts.unet.train()
 
@@ -273,7 +275,8 @@ class Trainer:
         sampler = ConceptSampler(len(self.scene.masks), data.concepts_per_sample, self.rng)
         source = SOURCES[data.source]
         self.source = source(self.scene, self.parts, sampler, self.tokens, data.prompt_template, data.token_joiner,
-                             data.flip_p, self.rng, self.generator, self.device)
+                             data.flip_p, self.rng, self.generator, self.device,
+                             cache_latents=self.cfg.training.cache_latents)
         self.latent_side = self.parts.resolution // self.parts.vae_scale_factor
 
     def phase_terms(self, recipe: PhaseRecipe) -> dict[str, float]:
@@ -303,7 +306,10 @@ class Trainer:
         if self._recording:
             self.parts.unet.set_attn_processor(dict(self._original_processors))
             self.recording_processors = []
-        if layers:
+        if layers and self.cfg.training.attention_capture == "every_layer":
+            # The official code's way, kept to benchmark against: every layer, materialised.
+            self.recording_processors = attn.install_every_layer(self.parts.unet, self.store)
+        elif layers:
             self.recording_processors = attn.install(self.parts.unet, layers, self.store)
         self._recording = layers
 
@@ -363,6 +369,13 @@ class Trainer:
         self._set_recording(self.recording_layers(recipe))
         self.phase = state
         return state
+
+    def enter_phase(self, name: str) -> PhaseState:
+        """Start the recipe's phase `name` alone (after `setup()`), so that single `step()`s can
+        be run and measured outside `train()` (benchmarks, probes)."""
+        if name not in self.recipe.phases:
+            raise BasError(f"method {self.method}: no phase {name!r} (phases: {', '.join(self.recipe.phases)})")
+        return self.start_phase(name, self.recipe.phases[name])
 
     def train(self, out: Path) -> None:
         total = sum(phase.steps for _, phase in self.active_phases())

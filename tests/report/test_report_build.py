@@ -197,3 +197,20 @@ def test_pipeline_scores_layout_is_read(synthetic_results):
     after = load_results(synthetic_results).rows
     assert len(after) == len(before) > 0
     assert sorted(after["method"].unique()) == sorted(before["method"].unique())
+
+
+def test_human_ratings_join_the_report(synthetic_results, tmp_path):
+    import pandas as pd
+
+    rows = []
+    for method, (prompt, identity) in {"bas": (4, 5), "ti_m": (5, 2), "db_m": (2, 4)}.items():
+        for rater in range(3):
+            rows.append({"rater": f"r{rater}", "task": "prompt", "method": method, "rating": prompt - rater % 2})
+            rows.append({"rater": f"r{rater}", "task": "identity", "method": method, "rating": identity - rater % 2})
+    pd.DataFrame(rows).to_parquet(synthetic_results / "ratings.parquet")
+    outputs = build_report(synthetic_results, tmp_path / "out", CFG)
+    html = outputs.html.read_text()
+    section = html[html.index('<section id="human">'):html.index("</section>", html.index('<section id="human">'))]
+    assert "Kruskal-Wallis" in section and "Tukey HSD" in section
+    assert "4.67" in section  # bas identity mean: (5 + 4 + 5) / 3
+    assert (tmp_path / "out" / "plots" / "human_pareto.png").exists()
