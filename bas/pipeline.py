@@ -334,8 +334,11 @@ def executed_summary(cfg: Config, stage_name: str, method: str, scene_id: str, r
 
 
 def run_summary(cfg: Config, outcomes: Sequence[Outcome], wall_seconds: float, flow: str = "full_eval",
-                extra: Optional[dict] = None) -> dict:
-    """Scenes, images, failures, wall time and device time per stage of one orchestrated run."""
+                stage_errors: Optional[dict[str, str]] = None) -> dict:
+    """Scenes, images, failures, wall time and device time per stage of one orchestrated run.
+
+    `stage_errors`: whole-run stages (the report) that failed, by name, with their error.
+    """
     scenes = sorted({o.scene_id for o in outcomes})
     device_seconds = {"train": 0.0, "generate": 0.0, "score": 0.0}
     devices, hosts = set(), set()
@@ -356,6 +359,8 @@ def run_summary(cfg: Config, outcomes: Sequence[Outcome], wall_seconds: float, f
                 hosts.add(record.get("worker"))
     failures = [{"stage": o.stage, "method": o.method, "scene_id": o.scene_id, "error": o.error}
                 for o in outcomes if not o.ok]
+    failures += [{"stage": stage, "method": None, "scene_id": None, "error": error}
+                 for stage, error in (stage_errors or {}).items()]
     counts: dict[str, dict[str, int]] = {}
     for o in outcomes:
         counts.setdefault(o.stage, {}).setdefault(o.status, 0)
@@ -367,7 +372,7 @@ def run_summary(cfg: Config, outcomes: Sequence[Outcome], wall_seconds: float, f
         "wall_seconds": round(wall_seconds, 2),
         "device_seconds": {k: round(v, 2) for k, v in device_seconds.items()},
         "devices": sorted(devices), "workers": sorted(h for h in hosts if h),
-        "outcomes": [asdict(o) for o in outcomes], **(extra or {}),
+        "outcomes": [asdict(o) for o in outcomes],
     }
 
 
@@ -389,7 +394,8 @@ def format_summary(summary: dict) -> str:
         f"  workers: {', '.join(summary['workers']) or '-'}",
         f"  failures: {len(summary['failures'])}",
     ]
-    lines += [f"    {f['stage']} {f['method']}/{f['scene_id']}: {f['error']}" for f in summary["failures"]]
+    lines += [f"    {f['stage']}" + (f" {f['method']}/{f['scene_id']}" if f["method"] else "") + f": {f['error']}"
+              for f in summary["failures"]]
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -175,9 +175,10 @@ def _run_on_pool(cfg: Config, stage: str, jobs: Sequence[tuple[str, str]]) -> li
 
 
 def finish(cfg: Config, flow: str, outcomes: Sequence[Outcome], started: float,
-           extra: Optional[dict[str, Any]] = None) -> dict:
+           stage_errors: Optional[dict[str, str]] = None) -> dict:
     """Write, log and attach (as a Prefect artifact) the run summary; return it."""
-    summary = pipeline.run_summary(cfg, outcomes, time.perf_counter() - started, flow=flow, extra=extra)
+    summary = pipeline.run_summary(cfg, outcomes, time.perf_counter() - started, flow=flow,
+                                   stage_errors=stage_errors)
     path = pipeline.write_run_summary(cfg, summary)
     text = pipeline.format_summary(summary)
     # The CLI prints the summary; the UI shows it as this run's artifact.

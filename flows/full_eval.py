@@ -33,7 +33,7 @@ def full_eval(params_file: str = "params.yaml", overrides: Optional[dict] = None
     scored = dispatch.run_scene_jobs(cfg, "score", [(o.method, o.scene_id) for o in trained if o.ok])
     report = configured(stages.report, cfg)(cfg, return_state=True)
     return dispatch.finish(cfg, "full_eval", trained + scored, started,
-                           extra={"report": report.name if report.is_completed() else f"failed: {report.message}"})
+                           stage_errors=None if report.is_completed() else {"report": report.message})
 
 
 @flow(name="train-generate-method", log_prints=True)

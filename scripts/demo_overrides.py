@@ -14,7 +14,7 @@ import sys
 from bas import config
 from bas.training import get_recipe
 
-DEMO_STEPS = 16
+DEMO_STEPS = 8
 DEMO = {
     "models.profile": "tiny",
     "scenes.num_scenes": 2,
@@ -22,7 +22,7 @@ DEMO = {
     "training.prior_images.num_images": 2,
     "training.prior_images.sampling_steps": 10,
     "generation.seeds": 1,
-    "generation.steps": 10,
+    "generation.steps": 6,
 }
 
 

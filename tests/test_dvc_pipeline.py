@@ -59,7 +59,9 @@ class Project:
 
     @property
     def cfg(self):
-        return config.load(self.root / "params.yaml")
+        """The project's params, with its (relative) storage root resolved in the project."""
+        cfg = config.load(self.root / "params.yaml")
+        return config.load(self.root / "params.yaml", {"paths.storage_root": str(self.root / cfg.paths.storage_root)})
 
     def lock(self) -> dict:
         return yaml.safe_load((self.root / "dvc.lock").read_text())["stages"]
@@ -168,21 +170,17 @@ def test_experiments_compare_params_and_metrics(project):
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "workspace reproduced", check=False)
     trained = project.trained()
-    for name, crop in (("crop90", 0.9), ("crop80", 0.8)):
-        project.run("dvc", "exp", "run", "-n", name, "-S", f"scoring.dino_crop_pct={crop}")
-    assert project.trained() == trained  # experiments on scoring never retrain
+    project.run("dvc", "exp", "run", "-n", "crop80", "-S", "scoring.dino_crop_pct=0.8")
+    assert project.trained() == trained  # an experiment on scoring never retrains
     shown = json.loads(project.run("dvc", "exp", "show", "--json").stdout)
-    experiments = {}
-    for baseline in shown:
-        for exp in baseline.get("experiments") or []:
-            for revision in exp["revs"]:
-                data = revision["data"]
-                experiments[revision["name"]] = data
-    assert {"crop90", "crop80"} <= set(experiments)
-    params = {n: experiments[n]["params"]["params.yaml"]["data"]["scoring"]["dino_crop_pct"] for n in ("crop90", "crop80")}
-    assert params == {"crop90": 0.9, "crop80": 0.8}
-    metrics = {n: next(iter(experiments[n]["metrics"].values()))["data"] for n in ("crop90", "crop80")}
-    assert metrics["crop90"] and metrics["crop90"] != metrics["crop80"]
-    diff = project.run("dvc", "params", "diff", "crop90", "crop80").stdout
-    assert "scoring.dino_crop_pct" in diff and "0.9" in diff and "0.8" in diff
-    assert "identity" in project.run("dvc", "metrics", "diff", "crop90", "crop80").stdout
+    [baseline] = [entry for entry in shown if entry["rev"] != "workspace"]  # the commit the experiment ran on
+    [experiment] = [rev for exp in baseline["experiments"] or [] for rev in exp["revs"] if rev["name"] == "crop80"]
+    runs = {"HEAD": baseline["data"], "crop80": experiment["data"]}
+    crop = {name: data["params"]["params.yaml"]["data"]["scoring"]["dino_crop_pct"] for name, data in runs.items()}
+    assert crop == {"HEAD": 1.0, "crop80": 0.8}
+    metrics = {name: data["metrics"]["reports/metrics.json"]["data"] for name, data in runs.items()}
+    assert metrics["HEAD"]["bas"]["n_images"] == metrics["crop80"]["bas"]["n_images"] > 0
+    assert metrics["HEAD"] != metrics["crop80"]  # DINO saw other crops
+    params_diff = project.run("dvc", "params", "diff", "HEAD", "crop80").stdout
+    assert "scoring.dino_crop_pct" in params_diff and "0.8" in params_diff
+    assert "identity_similarity_fallback" in project.run("dvc", "metrics", "diff", "HEAD", "crop80").stdout

@@ -131,13 +131,15 @@ def test_run_summary_counts_and_lists_failures(tmp_path):
         Outcome("train_generate", "bas", "s2", "failed", ["r2", "r3"], "Crashed: worker gone"),
         Outcome("score", "bas", "s1", "cached", ["r4"]),
     ]
-    summary = pipeline.run_summary(cfg, outcomes, wall_seconds=12.5)
+    summary = pipeline.run_summary(cfg, outcomes, wall_seconds=12.5, stage_errors={"report": "no scores"})
     assert summary["stages"] == {"train_generate": {"completed": 1, "failed": 1}, "score": {"cached": 1}}
     assert summary["device_seconds"] == {"train": 2.0, "generate": 1.0, "score": 0.0}
-    assert summary["failures"] == [{"stage": "train_generate", "method": "bas", "scene_id": "s2",
-                                    "error": "Crashed: worker gone"}]
+    assert summary["failures"] == [
+        {"stage": "train_generate", "method": "bas", "scene_id": "s2", "error": "Crashed: worker gone"},
+        {"stage": "report", "method": None, "scene_id": None, "error": "no scores"}]
     text = pipeline.format_summary(summary)
-    assert "failures: 1" in text and "bas/s2: Crashed: worker gone" in text and "cuda" in text
+    assert "failures: 2" in text and "bas/s2: Crashed: worker gone" in text and "report: no scores" in text
+    assert "cuda" in text
 
 
 def test_a_finished_grid_survives_a_code_change_without_retraining(trained, monkeypatch):

@@ -35,7 +35,7 @@ def _pool_overrides(storage: Path, coco_root: Path, pool: str) -> dict:
             "orchestration.retry_delay_seconds": 1}
 
 
-def _bas(server, overrides: dict, *command: str, **kwargs) -> list[str]:
+def _bas(overrides: dict, *command: str) -> list[str]:
     return [sys.executable, "-m", "bas.cli", *set_args(overrides), *command]
 
 
@@ -45,7 +45,7 @@ def pool(prefect_server, tmp_path_factory, coco_root):
     name = f"gpu-{uuid.uuid4().hex[:6]}"
     logs = tmp_path_factory.mktemp("workers")
     overrides = _pool_overrides(logs / "unused-storage", coco_root, name)
-    deploy = subprocess.run(_bas(prefect_server, overrides, "deploy"), cwd=REPO, env=prefect_server.env(),
+    deploy = subprocess.run(_bas(overrides, "deploy"), cwd=REPO, env=prefect_server.env(),
                             capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
 
@@ -68,7 +68,7 @@ def overrides(pool, tmp_path, coco_root):
 
 def _run(prefect_server, overrides, tmp_path) -> subprocess.Popen:
     log = open(tmp_path / "full_eval.log", "w")
-    return subprocess.Popen(_bas(prefect_server, overrides, "run"), cwd=REPO, env=prefect_server.env(),
+    return subprocess.Popen(_bas(overrides, "run"), cwd=REPO, env=prefect_server.env(),
                             stdout=log, stderr=subprocess.STDOUT)
 
 
