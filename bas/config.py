@@ -609,6 +609,54 @@ class ReportConfig:
                    f"not a metric (known: {', '.join(METRICS)})")
 
 
+@dataclass(frozen=True)
+class SandboxStage:
+    """One model's training run in the sandbox world (docs/SANDBOX.md)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        _check_field(self.steps >= 1, "steps", self.steps, "must be >= 1")
+        _check_field(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        _check_field(self.lr > 0, "lr", self.lr, "must be > 0")
+        _check_field(0 <= self.warmup_steps <= self.steps, "warmup_steps", self.warmup_steps,
+                     "must be between 0 and steps")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """The sandbox profile: a procedural world and the small models bas trains on it."""
+
+    seed: int = 0
+    # Committed weights + training record; `bas sandbox train` writes here.
+    weights_dir: str = "bas/data/sandbox"
+    # COCO-format root of evaluation scenes (novel objects) that `bas sandbox world` writes.
+    world_root: str = "data/sandbox-world"
+    world_split: str = "sandbox"
+    world_images: int = 24
+    vae: SandboxStage = field(default_factory=lambda: SandboxStage(400, 16, 1e-3, 20))
+    base: SandboxStage = field(default_factory=lambda: SandboxStage(2000, 32, 5e-4, 100))
+    clip: SandboxStage = field(default_factory=lambda: SandboxStage(1500, 64, 1e-3, 100))
+    dino: SandboxStage = field(default_factory=lambda: SandboxStage(1500, 64, 1e-3, 100))
+    segmenter: SandboxStage = field(default_factory=lambda: SandboxStage(1000, 32, 1e-3, 50))
+    judge: SandboxStage = field(default_factory=lambda: SandboxStage(1000, 64, 1e-3, 50))
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1      # empty caption, so classifier-free guidance works
+    attribute_dropout: float = 0.1    # a colour/pattern word left out of a caption
+    min_snr_gamma: float = 5.0        # Min-SNR loss weighting (Hang et al. 2023)
+    validity_samples: int = 200       # held-out captions sampled to judge the base model
+    validity_steps: int = 25          # DDIM steps for those samples
+    validity_guidance: float = 7.5
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.ema_decay < 1, "sandbox.ema_decay", self.ema_decay, "must be in [0, 1)")
+        _check(0 <= self.caption_dropout < 1, "sandbox.caption_dropout", self.caption_dropout, "must be in [0, 1)")
+        _check(self.world_images >= 1, "sandbox.world_images", self.world_images, "must be >= 1")
+
+
 # --------------------------------------------------------------------------- top level
 
 
@@ -624,6 +672,7 @@ class Config:
     orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     ratings: RatingsConfig = field(default_factory=RatingsConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     # Resolved recipes (includes expanded by `parse`); look them up with bas.training.methods.
     methods: dict[str, MethodRecipe] = field(default_factory=dict)

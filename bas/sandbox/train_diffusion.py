@@ -1,0 +1,245 @@
+"""Train the sandbox's base text-to-image model: a 2x AutoencoderKL, then UNet + CLIP text encoder.
+
+Data is drawn fresh every step from the world (`bas.sandbox.world`) with a seed derived
+from (run seed, stage, step), so a run is reproducible and a resumed run sees exactly the
+batches an uninterrupted one would. Only the *seen* identities appear; the novel ones are
+left for personalization.
+
+The UNet is trained as SD was: epsilon prediction on SD 2.1-base's DDPM schedule (scaled
+linear 0.00085-0.012, 1000 steps), text dropped from 10% of captions for classifier-free
+guidance. Two choices speed up learning from scratch on a CPU: Min-SNR-5 loss weighting
+(Hang et al., 2023) and an EMA of the weights, which is what gets saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bas.config import SandboxConfig, SandboxStage
+from bas.io import atomic_dir, atomic_path
+from bas.sandbox import architecture, world
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_CONFIG = dict(  # SD 2.1-base's scheduler_config.json (PNDM, read as DDPM/DDIM by bas)
+    _class_name="PNDMScheduler", num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+    beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False,
+    set_alpha_to_one=False, steps_offset=1, skip_prk_steps=True,
+)
+
+
+def stage_rng(seed: int, stage: str, step: int) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}:{stage}:{step}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def world_batch(seed: int, stage: str, step: int, batch_size: int,
+                identities=None) -> list[world.WorldImage]:
+    rng = stage_rng(seed, stage, step)
+    identities = identities or world.seen_identities(seed)
+    return [world.sample_training_image(rng, identities) for _ in range(batch_size)]
+
+
+def to_pixels(images: list[world.WorldImage]) -> torch.Tensor:
+    """(B, 3, 64, 64) float in [-1, 1]."""
+    array = np.stack([w.image for w in images]).astype(np.float32)  # (B, H, W, 3)
+    return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def lr_at(stage: SandboxStage, step: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < stage.warmup_steps:
+        return stage.lr * (step + 1) / stage.warmup_steps
+    progress = (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps)
+    return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class Checkpointer:
+    """A stage's resumable state in `work_dir/<stage>.pt`, written atomically every `every` steps."""
+
+    def __init__(self, work_dir: Path, stage: str, every: int = 100):
+        self.path = work_dir / f"{stage}.pt"
+        self.every = every
+        work_dir.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> Optional[dict]:
+        if self.path.exists():
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            log.info("resuming %s at step %d", self.path, state["step"])
+            return state
+        return None
+
+    def maybe_save(self, step: int, make_state: Callable[[], dict], force: bool = False) -> None:
+        if force or (step % self.every == 0 and step > 0):
+            with atomic_path(self.path) as tmp:
+                torch.save(make_state(), tmp)
+
+
+def _progress(stage: str, step: int, total: int, started: float, first_step: int, **values) -> None:
+    done = step - first_step
+    rate = (time.time() - started) / max(1, done)
+    shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+    log.info("%s step %d/%d %s (%.2f s/step, %.0f min left)", stage, step, total, shown, rate,
+             rate * (total - step) / 60)
+
+
+# --------------------------------------------------------------------------- VAE
+
+
+def train_vae(cfg: SandboxConfig, work_dir: Path, log_every: int = 50):
+    """Train the 2x AutoencoderKL; returns (vae with its latent scaling factor set, metrics)."""
+    torch.manual_seed(cfg.seed)
+    vae = architecture.build_vae()
+    stage = cfg.vae
+    opt = torch.optim.AdamW(vae.parameters(), lr=stage.lr, weight_decay=0.0)
+    ckpt = Checkpointer(work_dir, "vae")
+    start = 0
+    if (state := ckpt.load()) is not None:
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    vae.train()
+    started = time.time()
+    for step in range(start, stage.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(stage, step)
+        pixels = to_pixels(world_batch(cfg.seed, "vae", step, stage.batch_size))
+        posterior = vae.encode(pixels).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        # L1 keeps edges and patterns crisp; the KL term only keeps latents bounded (SD: 1e-6).
+        loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % log_every == 0:
+            _progress("vae", step + 1, stage.steps, started, start, loss=loss.item())
+        ckpt.maybe_save(step + 1, lambda: {"step": step + 1, "model": vae.state_dict(), "opt": opt.state_dict()})
+    ckpt.maybe_save(stage.steps, lambda: {"step": stage.steps, "model": vae.state_dict(), "opt": opt.state_dict()},
+                    force=True)
+    vae.eval()
+    metrics = _vae_metrics(vae, cfg)
+    vae.register_to_config(scaling_factor=metrics["scaling_factor"])
+    return vae, metrics
+
+
+@torch.no_grad()
+def _vae_metrics(vae, cfg: SandboxConfig, batches: int = 8) -> dict:
+    """Held-out reconstruction PSNR (novel identities too) and the latent scaling factor 1/std."""
+    latents, psnrs = [], []
+    for b in range(batches):
+        images = world_batch(cfg.seed, "vae-heldout", b, 32, identities=world.ALL_IDENTITIES)
+        pixels = to_pixels(images)
+        mean = vae.encode(pixels).latent_dist.mean
+        recon = vae.decode(mean).sample.clamp(-1, 1)
+        mse = ((recon - pixels) / 2).pow(2).flatten(1).mean(1)   # on [0, 1] pixels
+        psnrs.append((-10 * torch.log10(mse)).mean().item())
+        latents.append(mean)
+    std = torch.cat(latents).std().item()
+    return {"psnr_db": float(np.mean(psnrs)), "scaling_factor": 1.0 / std}
+
+
+# --------------------------------------------------------------------------- base model
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1.0 - decay)
+
+
+def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    return text_encoder(ids)[0]
+
+
+def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: int = 20):
+    """Train UNet + text encoder on world captions; returns the EMA (unet, text_encoder)."""
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(cfg.seed + 1)
+    unet = architecture.build_unet()
+    text_encoder = architecture.build_text_encoder()
+    ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+    scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    alphas_cumprod = scheduler.alphas_cumprod                      # (1000,)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    stage = cfg.base
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=1e-2)
+    ckpt = Checkpointer(work_dir, "base")
+    start = 0
+    if (state := ckpt.load()) is not None:
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text"])
+        ema_unet.load_state_dict(state["ema_unet"])
+        ema_text.load_state_dict(state["ema_text"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    unet.train()
+    text_encoder.train()
+    vae.eval()
+    started, losses = time.time(), []
+
+    def snapshot(step: int) -> dict:
+        return {"step": step, "unet": unet.state_dict(), "text": text_encoder.state_dict(),
+                "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(), "opt": opt.state_dict()}
+
+    for step in range(start, stage.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(stage, step)
+        images = world_batch(cfg.seed, "base", step, stage.batch_size)
+        text_rng = random.Random(f"{cfg.seed}:base-captions:{step}")
+        captions = ["" if text_rng.random() < cfg.caption_dropout else
+                    w.caption(text_rng, drop_attribute=cfg.attribute_dropout, drop_background=0.1)
+                    for w in images]
+        gen = torch.Generator().manual_seed(int(stage_rng(cfg.seed, "base-noise", step).integers(2**62)))
+        with torch.no_grad():
+            latents = vae.encode(to_pixels(images)).latent_dist.sample(gen) * vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=gen)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=gen)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        pred = unet(noisy, timesteps, encode_text(tokenizer, text_encoder, captions)).sample
+        # Min-SNR-gamma for epsilon prediction: weight min(SNR, gamma) / SNR per sample.
+        weight = torch.clamp(snr[timesteps], max=cfg.min_snr_gamma) / snr[timesteps]   # (B,)
+        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        _ema_update(ema_unet, unet, decay)
+        _ema_update(ema_text, text_encoder, decay)
+        losses.append(loss.item())
+        if (step + 1) % log_every == 0:
+            _progress("base", step + 1, stage.steps, started, start, loss=float(np.mean(losses[-log_every:])))
+        ckpt.maybe_save(step + 1, lambda: snapshot(step + 1))
+    ckpt.maybe_save(stage.steps, lambda: snapshot(stage.steps), force=True)
+    ema_unet.eval()
+    ema_text.eval()
+    return ema_unet, ema_text
+
+
+def save_diffusion(root: Path, vae, unet, text_encoder, record: dict) -> None:
+    """Write the diffusers layout that `bas.models.registry.load_diffusion` reads, in fp16."""
+    from bas.models.tokenizer import write_clip_tokenizer
+
+    with atomic_dir(root) as tmp:
+        for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
+            copy.deepcopy(module).to(torch.float16).save_pretrained(tmp / name, safe_serialization=True)
+        write_clip_tokenizer(tmp / "tokenizer")
+        (tmp / "scheduler").mkdir()
+        (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n")
+        (tmp / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
