@@ -43,6 +43,7 @@ from bas.scenes.scene import Scene, make_scene
 log = logging.getLogger(__name__)
 
 DEMO_SPLIT = "demo"
+SANDBOX_SPLIT = "sandbox"
 
 
 def demo_root() -> Path:
@@ -65,11 +66,20 @@ class CocoSource:
         return self.root / self.split
 
 
+def sandbox_world_root() -> Path:
+    """The sandbox world's evaluation scenes, committed with bas (`bas sandbox world` rewrites them)."""
+    return Path(__file__).resolve().parents[1] / "data" / "sandbox" / "world"
+
+
 def resolve_coco_root(scenes_cfg: ScenesConfig) -> CocoSource:
     """The configured COCO root if it exists, else the demo source shipped with bas.
 
     `coco_root: demo` asks for the demo explicitly. The demo always uses split "demo".
+    `coco_root: sandbox` is the sandbox world's evaluation scenes (split "sandbox").
     """
+    if scenes_cfg.coco_root == SANDBOX_SPLIT:
+        log.info("scenes: sandbox world %s, split %r", sandbox_world_root(), SANDBOX_SPLIT)
+        return CocoSource(sandbox_world_root(), SANDBOX_SPLIT)
     if scenes_cfg.coco_root != DEMO_SPLIT:
         root = Path(scenes_cfg.coco_root)
         if root.is_dir():
