@@ -39,3 +39,23 @@ def test_floats_accept_yaml_exponent_strings():
     # PyYAML reads `5e-4` (no dot) as a string; a float field must still take it.
     cfg = config.parse({"scenes": {"min_area_fraction": "15e-2"}})
     assert cfg.scenes.min_area_fraction == pytest.approx(0.15)
+
+
+def test_a_profile_overlay_applies_under_the_overrides(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "models: {profile: tiny}\n"
+        "scenes: {coco_root: coco, resolution: 512, num_scenes: 50}\n"
+        "profiles:\n"
+        "  sandbox: {scenes: {coco_root: sandbox, resolution: 64}}\n"
+    )
+    assert config.load(params).scenes.resolution == 512            # tiny: no overlay
+    sandbox = config.load(params, {"models.profile": "sandbox"})
+    assert (sandbox.scenes.coco_root, sandbox.scenes.resolution, sandbox.scenes.num_scenes) == ("sandbox", 64, 50)
+    # an explicit override beats the profile's overlay
+    assert config.load(params, {"models.profile": "sandbox", "scenes.resolution": 32}).scenes.resolution == 32
+
+
+def test_a_profile_overlay_for_an_unknown_profile_is_named():
+    with pytest.raises(ConfigError, match=r"profiles\.huge: not a model profile"):
+        config.parse({"profiles": {"huge": {}}})

@@ -30,6 +30,7 @@ from PIL import Image
 from bas.config import MifoBoxConfig
 from bas.generation import box_control as bc
 from bas.generation.sampler import _autocast, decode_latents, denoise, encode_prompts, initial_latents
+from bas.training.attention import finish_attention, prepare_attention
 
 PROCESSOR_SUFFIX = ".processor"
 
@@ -146,29 +147,9 @@ class BoxAttnProcessor:
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor] = None,
                  attention_mask: Optional[torch.Tensor] = None, temb: Optional[torch.Tensor] = None,
                  *args, **kwargs) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
-        batch, query_len, _ = hidden_states.shape                               # (B, HW, C)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        heads = attn.heads
-        head_dim = key.shape[-1] // heads
-        query = query.view(batch, -1, heads, head_dim).transpose(1, 2)          # (B, heads, HW, d)
-        key = key.view(batch, -1, heads, head_dim).transpose(1, 2)              # (B, heads, K, d)
-        value = value.view(batch, -1, heads, head_dim).transpose(1, 2)
+        x = prepare_attention(attn, hidden_states, encoder_hidden_states, temb)
+        query, key, value, batch, heads = x.query, x.key, x.value, x.batch, attn.heads
+        query_len = query.shape[2]
 
         explicit = self.in_loss and self.controller.optimizing
         bias_dtype = torch.float32 if explicit else query.dtype
@@ -190,14 +171,7 @@ class BoxAttnProcessor:
             hidden_states = torch.matmul(probs.to(value.dtype), value)
         else:
             hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=attn.scale)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, heads * head_dim)
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        return finish_attention(attn, x, hidden_states)
 
 
 def _under(name: str, blocks: Sequence[str]) -> bool:

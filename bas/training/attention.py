@@ -90,6 +90,68 @@ class AttentionStore:
         return torch.stack(maps).mean(dim=0)                               # (B, heads, HW, T)
 
 
+@dataclass
+class AttentionInputs:
+    """What diffusers' attention computes before its softmax: heads split, norms applied."""
+
+    query: torch.Tensor          # (B, heads, HW, d)
+    key: torch.Tensor            # (B, heads, T, d)
+    value: torch.Tensor          # (B, heads, T, d)
+    residual: torch.Tensor       # the block's input, for `residual_connection`
+    spatial: Optional[tuple[int, int, int]]  # (C, H, W) when the input was 4-D, else None
+
+    @property
+    def batch(self) -> int:
+        return self.query.shape[0]
+
+
+def prepare_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor],
+                      temb: Optional[torch.Tensor]) -> AttentionInputs:
+    """diffusers' `AttnProcessor2_0` up to the attention itself: norms, reshape, q/k/v projections.
+
+    Shared by every processor of ours, so that capturing or biasing attention never changes
+    the computation around it.
+    """
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    spatial = None
+    if hidden_states.ndim == 4:
+        batch, channel, height, width = hidden_states.shape
+        spatial = (channel, height, width)
+        hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+    batch = hidden_states.shape[0]                                           # (B, HW, C)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+    query = attn.to_q(hidden_states)                                         # (B, HW, inner)
+    if encoder_hidden_states is None:
+        encoder_hidden_states = hidden_states
+    elif attn.norm_cross:
+        encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+    key = attn.to_k(encoder_hidden_states)                                   # (B, T, inner)
+    value = attn.to_v(encoder_hidden_states)                                 # (B, T, inner)
+
+    heads = attn.heads
+    head_dim = key.shape[-1] // heads
+    split = lambda t: t.view(batch, -1, heads, head_dim).transpose(1, 2)    # noqa: E731  (B, heads, L, d)
+    return AttentionInputs(split(query), split(key), split(value), residual, spatial)
+
+
+def finish_attention(attn, inputs: AttentionInputs, attended: torch.Tensor) -> torch.Tensor:
+    """The rest of `AttnProcessor2_0`: merge heads, output projection, residual, rescale."""
+    batch, heads, _, head_dim = attended.shape                               # (B, heads, HW, d)
+    hidden_states = attended.transpose(1, 2).reshape(batch, -1, heads * head_dim)
+    hidden_states = attn.to_out[0](hidden_states)
+    hidden_states = attn.to_out[1](hidden_states)
+    if inputs.spatial is not None:
+        channel, height, width = inputs.spatial
+        hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
+    if attn.residual_connection:
+        hidden_states = hidden_states + inputs.residual
+    return hidden_states / attn.rescale_output_factor
+
+
 class RecordingAttnProcessor:
     """Attention with an explicit softmax whose probabilities go to an `AttentionStore`."""
 
@@ -100,51 +162,18 @@ class RecordingAttnProcessor:
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor] = None,
                  attention_mask: Optional[torch.Tensor] = None, temb: Optional[torch.Tensor] = None,
                  *args, **kwargs) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
-        batch, query_len, _ = hidden_states.shape                            # (B, HW, C)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-        query = attn.to_q(hidden_states)                                     # (B, HW, inner)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)                               # (B, T, inner)
-        value = attn.to_v(encoder_hidden_states)                             # (B, T, inner)
-
-        heads = attn.heads
-        head_dim = key.shape[-1] // heads
-        query = query.view(batch, -1, heads, head_dim).transpose(1, 2)       # (B, heads, HW, d)
-        key = key.view(batch, -1, heads, head_dim).transpose(1, 2)           # (B, heads, T, d)
-        value = value.view(batch, -1, heads, head_dim).transpose(1, 2)       # (B, heads, T, d)
-
+        x = prepare_attention(attn, hidden_states, encoder_hidden_states, temb)
         # Scores and softmax in fp32 even under autocast (these maps are max-normalised by the
         # loss, where half precision is coarse); the value product runs in the compute dtype.
         # `softmax` returns a new tensor: nothing is written in place.
-        with torch.autocast(query.device.type, enabled=False):
-            scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale  # (B, heads, HW, T)
+        with torch.autocast(x.query.device.type, enabled=False):
+            scores = torch.matmul(x.query.float(), x.key.float().transpose(-1, -2)) * attn.scale  # (B, heads, HW, T)
             if attention_mask is not None:
-                mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
-                scores = scores + mask.view(batch, heads, -1, mask.shape[-1]).float()
+                mask = attn.prepare_attention_mask(attention_mask, x.key.shape[2], x.batch)
+                scores = scores + mask.view(x.batch, attn.heads, -1, mask.shape[-1]).float()
             probs = scores.softmax(dim=-1)                                   # (B, heads, HW, T)
         self.store.record(self.name, probs)
-
-        hidden_states = torch.matmul(probs.to(value.dtype), value)           # (B, heads, HW, d)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, heads * head_dim)
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        return finish_attention(attn, x, torch.matmul(probs.to(x.value.dtype), x.value))
 
 
 def cross_attention_processor_names(unet, layer: str) -> list[str]:
