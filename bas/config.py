@@ -379,9 +379,16 @@ class TrainingConfig:
     # benchmark the official way (bench/cpu.py); it only costs time and memory.
     attention_capture: Literal["loss_layers", "every_layer"] = "loss_layers"
     prior_images: PriorImagesConfig = field(default_factory=PriorImagesConfig)
+    # Every method's schedule rescaled at once, for a model other than SD 2.1 (the sandbox):
+    # each phase's steps, warm-up and attention-term step windows x step_scale (rounded,
+    # at least 1 when nonzero), each learning rate x lr_scale. 1.0 = the protocol's numbers.
+    step_scale: float = 1.0
+    lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "training.batch_size", self.batch_size, "must be >= 1")
+        _check(self.step_scale > 0, "training.step_scale", self.step_scale, "must be > 0")
+        _check(self.lr_scale > 0, "training.lr_scale", self.lr_scale, "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -813,12 +820,33 @@ def apply_profile(data: dict[str, Any], overrides: Optional[dict[str, Any]] = No
     return data
 
 
+def _scaled_steps(steps: Optional[int], scale: float) -> Optional[int]:
+    return steps if steps is None or steps == 0 else max(1, round(steps * scale))
+
+
+def scale_recipe(recipe: MethodRecipe, step_scale: float, lr_scale: float) -> MethodRecipe:
+    """`recipe` with every phase's steps and warm-up, term windows and learning rates rescaled."""
+    phases = {name: dataclasses.replace(
+        phase, steps=_scaled_steps(phase.steps, step_scale), lr=phase.lr * lr_scale,
+        warmup_steps=min(_scaled_steps(phase.warmup_steps, step_scale), _scaled_steps(phase.steps, step_scale)))
+        for name, phase in recipe.phases.items()}
+    terms = {name: dataclasses.replace(term, from_step=_scaled_steps(term.from_step, step_scale),
+                                       until_step=_scaled_steps(term.until_step, step_scale))
+             for name, term in recipe.attention_terms.items()}
+    return dataclasses.replace(recipe, phases=phases, attention_terms=terms)
+
+
 def parse(data: dict[str, Any]) -> Config:
     if isinstance(data, dict) and "profiles" in data:
         data = apply_profile(data)
     if isinstance(data, dict) and "methods" in data:
         data = {**data, "methods": resolve_includes(data["methods"])}
-    return build(Config, data, "")
+    cfg = build(Config, data, "")
+    scales = (cfg.training.step_scale, cfg.training.lr_scale)
+    if scales != (1.0, 1.0):
+        cfg = dataclasses.replace(cfg, methods={name: scale_recipe(recipe, *scales)
+                                                for name, recipe in cfg.methods.items()})
+    return cfg
 
 
 def load(path: str | Path = "params.yaml", overrides: Optional[dict[str, Any]] = None) -> Config:

@@ -59,3 +59,20 @@ def test_a_profile_overlay_applies_under_the_overrides(tmp_path):
 def test_a_profile_overlay_for_an_unknown_profile_is_named():
     with pytest.raises(ConfigError, match=r"profiles\.huge: not a model profile"):
         config.parse({"profiles": {"huge": {}}})
+
+
+def test_step_and_lr_scale_rescale_every_recipe_alike():
+    base = config.load(ROOT / "params.yaml", {"models.profile": "tiny"})
+    scaled = config.load(ROOT / "params.yaml", {"models.profile": "tiny", "training.step_scale": 0.25,
+                                                "training.lr_scale": 4.0})
+    for name, recipe in base.methods.items():
+        for phase_name, phase in recipe.phases.items():
+            other = scaled.methods[name].phases[phase_name]
+            assert other.steps == (0 if phase.steps == 0 else max(1, round(phase.steps / 4))), (name, phase_name)
+            assert other.lr == pytest.approx(phase.lr * 4)
+            assert other.warmup_steps <= max(other.steps, 0) or other.steps == 0
+            assert (other.trainable, other.loss_weights) == (phase.trainable, phase.loss_weights)
+    assert scaled.methods["bas"].phases["phase1"].steps == 100
+    assert scaled.methods["ti_m"].phases["phase1"].steps == 200
+    with pytest.raises(ConfigError, match=r"training\.step_scale = 0"):
+        config.parse({"training": {"step_scale": 0}})

@@ -1,0 +1,130 @@
+"""`bas sandbox train`: every sandbox model from its seed and params, with its validity record.
+
+Stages, in order: `vae`, `base` (UNet + text encoder; needs the VAE), the scorers `clip`,
+`dino`, `segmenter`, `judge`, and `validity` (samples the base model and judges them; needs
+`base` and `judge`). Each stage checkpoints into a work directory, so a killed run resumes
+where it stopped; finished models are written into `sandbox.weights_dir` atomically, each
+with a `training_record.json` (params, seed, steps, device, wall time, validity figures).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from bas.config import Config, to_dict
+from bas.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DIFFUSION_STAGES = ("vae", "base", "validity")
+SCORER_STAGES = ("clip", "dino", "segmenter", "judge")
+STAGES = ("vae", "base", "clip", "dino", "segmenter", "judge", "validity")
+
+
+def device_record() -> dict:
+    return {"device": "cpu", "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def parse_stages(only: str | None) -> list[str]:
+    if not only:
+        return list(STAGES)
+    stages = [s.strip() for s in only.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"--only: unknown sandbox stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
+    return [s for s in STAGES if s in stages]
+
+
+def weights_dir(cfg: Config) -> Path:
+    return Path(cfg.sandbox.weights_dir)
+
+
+def read_record(directory: Path) -> dict:
+    path = directory / "training_record.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def train_diffusion_model(cfg: Config, work_dir: Path) -> dict:
+    """Train VAE and base model, write `<weights_dir>/diffusion`; returns its training record."""
+    from transformers import CLIPTokenizer
+
+    from bas.models.tokenizer import write_clip_tokenizer
+    from bas.sandbox import architecture
+    from bas.sandbox import train_diffusion as td
+
+    sb = cfg.sandbox
+    started = time.time()
+    vae, vae_metrics = td.train_vae(sb, work_dir)
+    write_clip_tokenizer(work_dir / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(work_dir / "tokenizer")
+    unet, text_encoder = td.train_base(sb, vae, tokenizer, work_dir)
+    record = {
+        "model": "sandbox base text-to-image model (diffusers UNet2DConditionModel + CLIPTextModel + AutoencoderKL)",
+        "seed": sb.seed, "params": {"vae": to_dict(sb.vae), "base": to_dict(sb.base), "ema_decay": sb.ema_decay,
+                                    "caption_dropout": sb.caption_dropout, "attribute_dropout": sb.attribute_dropout,
+                                    "min_snr_gamma": sb.min_snr_gamma},
+        "architecture": {"unet": _jsonable(architecture.UNET_CONFIG), "vae": _jsonable(architecture.VAE_CONFIG),
+                         "text_encoder": architecture.TEXT_CONFIG},
+        "device": device_record(), "wall_time_s": round(time.time() - started, 1),
+        "validity": {"vae_psnr_db": round(vae_metrics["psnr_db"], 2)},
+    }
+    td.save_diffusion(weights_dir(cfg) / "diffusion", vae, unet, text_encoder, record)
+    return record
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=list))
+
+
+def write_validity(cfg: Config, figures: dict) -> dict:
+    """Add the base model's validity figures to its training record (atomically)."""
+    from bas.io import atomic_write_json
+
+    path = weights_dir(cfg) / "diffusion" / "training_record.json"
+    record = json.loads(path.read_text())
+    record.setdefault("validity", {}).update(figures)
+    atomic_write_json(path, record)
+    return record
+
+
+def run_stages(cfg: Config, stages: Iterable[str], work_dir: Path) -> dict[str, dict]:
+    stages = list(stages)
+    records = {}
+    if "vae" in stages or "base" in stages:
+        if not ("vae" in stages and "base" in stages):
+            raise ConfigError("--only: the stages vae and base run together (the base model is trained on the VAE's latents)")
+        records["diffusion"] = train_diffusion_model(cfg, work_dir)
+    for stage in SCORER_STAGES:
+        if stage in stages:
+            records[stage] = train_scorer(cfg, stage, work_dir)
+    if "validity" in stages:
+        records["validity"] = measure_base_validity(cfg)
+    return records
+
+
+def train_scorer(cfg: Config, stage: str, work_dir: Path) -> dict:
+    from bas.sandbox import scorers
+
+    return scorers.train_and_save(cfg, stage, work_dir, weights_dir(cfg) / stage)
+
+
+def measure_base_validity(cfg: Config, count: int | None = None) -> dict:
+    """Sample the committed base model on held-out captions, judge, and record the figures."""
+    from bas.models.registry import load_diffusion
+    from bas.sandbox.scorers import Judge
+    from bas.sandbox.validity import base_model_validity
+
+    parts = load_diffusion(dataclasses.replace(cfg.models, profile="sandbox"))
+    judge = Judge.load(weights_dir(cfg) / "judge")
+    figures = base_model_validity(parts, judge, cfg.sandbox, count=count)
+    write_validity(cfg, {"text_following": figures})
+    return figures
