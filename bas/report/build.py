@@ -34,6 +34,10 @@ BREAKDOWN_METRICS = (Y_METRIC, X_METRIC)
 COMPARE_METRICS = ("identity_similarity", "prompt_similarity", "nsim_d", "cs", "clip_i", "detected")
 TINY_BANNER = ("Tiny profile: these numbers come from random-weight models and mean nothing. "
                "They show that the pipeline runs, not how the methods compare.")
+SANDBOX_BANNER = ("Sandbox profile: small models bas trained on its procedural world (docs/SANDBOX.md), "
+                  "with every method at a quarter of its protocol steps and four times its learning rates. "
+                  "The numbers compare methods inside that world; they are not SD 2.1 numbers and are not "
+                  "comparable with the published ones.")
 
 
 @dataclass
@@ -176,6 +180,8 @@ def collect(results: Results, cfg: ReportConfig, plots_dir: Path, results_label:
     banner = None
     if "tiny" in profiles:
         banner = TINY_BANNER
+    elif "sandbox" in profiles:
+        banner = SANDBOX_BANNER
     notes = []
     if len(profiles) > 1:
         notes.append(f"Scores come from more than one model profile ({', '.join(profiles)}); "

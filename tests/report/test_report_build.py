@@ -214,3 +214,10 @@ def test_human_ratings_join_the_report(synthetic_results, tmp_path):
     assert "Kruskal-Wallis" in section and "Tukey HSD" in section
     assert "4.67" in section  # bas identity mean: (5 + 4 + 5) / 3
     assert (tmp_path / "out" / "plots" / "human_pareto.png").exists()
+
+
+def test_sandbox_profile_says_what_its_numbers_are(tmp_path):
+    results = write_results(tmp_path / "results", {"bas": CENTRES["bas"], "ti_m": CENTRES["ti_m"]},
+                            profile="sandbox")
+    html = build_report(results, tmp_path / "out", CFG).html.read_text()
+    assert 'class="banner"' in html and "Sandbox profile" in html and "random-weight" not in html

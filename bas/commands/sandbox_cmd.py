@@ -1,0 +1,71 @@
+"""`bas sandbox`: the sandbox world and the small models bas trains on it (docs/SANDBOX.md).
+
+    bas sandbox world                      # rewrite the bundled evaluation scenes (a COCO root)
+    bas sandbox train [--only base,judge]  # train models from the seed; resumable
+    bas sandbox check [--samples 100]      # recompute validity figures of the committed weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("sandbox", help="the sandbox world and its trained models",
+                                   description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="sandbox_command", required=True, metavar="COMMAND")
+
+    world = sub.add_parser("world", help="write the sandbox evaluation scenes as a COCO root",
+                           description="Write sandbox.world_images scenes of novel objects (seed sandbox.seed) "
+                                       "as a COCO root: <out>/<split>/*.png + annotations/instances_<split>.json.")
+    world.add_argument("--out", type=Path, help="COCO root (default: the bundled one, bas/data/sandbox/world)")
+    world.set_defaults(func=run_world)
+
+    train = sub.add_parser("train", help="train the sandbox models from their seed and params",
+                           description="Train the sandbox models (stages: vae, base, clip, dino, segmenter, judge, "
+                                       "validity) into sandbox.weights_dir, each with its training record. "
+                                       "Interrupted runs resume from their checkpoints.")
+    train.add_argument("--only", help="comma-separated stages (default: all)")
+    train.add_argument("--work-dir", type=Path, default=Path(".cache/bas/sandbox-train"),
+                       help="checkpoints of unfinished stages (default: %(default)s)")
+    train.set_defaults(func=run_train)
+
+    check = sub.add_parser("check", help="recompute the committed models' validity figures",
+                           description="Measure every committed sandbox model on held-out ground truth and "
+                                       "compare with its training record.")
+    check.add_argument("--samples", type=int, help="base-model samples per set (default: sandbox.validity_samples)")
+    check.set_defaults(func=run_check)
+
+
+def run_world(args: argparse.Namespace) -> int:
+    from bas.cli import load_config
+    from bas.sandbox.world import write_coco_root
+    from bas.scenes.coco import sandbox_world_root
+
+    cfg = load_config(args)
+    out = args.out or sandbox_world_root()
+    write_coco_root(out, cfg.sandbox.world_split, cfg.sandbox.world_images, cfg.sandbox.seed)
+    print(f"sandbox world: {cfg.sandbox.world_images} scenes in {out} (split {cfg.sandbox.world_split})")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from bas.cli import load_config
+    from bas.sandbox.train import parse_stages, run_stages
+
+    cfg = load_config(args)
+    records = run_stages(cfg, parse_stages(args.only), args.work_dir)
+    for name, record in records.items():
+        print(f"{name}: {json.dumps(record.get('validity', record))}")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from bas.cli import load_config
+    from bas.sandbox.check import check_all
+
+    cfg = load_config(args)
+    failures = check_all(cfg, samples=args.samples)
+    return 1 if failures else 0
