@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "bas.commands.score_cmd",
     "bas.commands.train_cmd",
     "bas.commands.report_cmd",
+    "bas.commands.sandbox_cmd",
 ]
 
 

@@ -645,7 +645,7 @@ class SandboxConfig:
     world_split: str = "sandbox"
     world_images: int = 24
     vae: SandboxStage = field(default_factory=lambda: SandboxStage(400, 16, 1e-3, 20))
-    base: SandboxStage = field(default_factory=lambda: SandboxStage(2000, 32, 5e-4, 100))
+    base: SandboxStage = field(default_factory=lambda: SandboxStage(1200, 32, 5e-4, 100))
     clip: SandboxStage = field(default_factory=lambda: SandboxStage(1500, 64, 1e-3, 100))
     dino: SandboxStage = field(default_factory=lambda: SandboxStage(1500, 64, 1e-3, 100))
     segmenter: SandboxStage = field(default_factory=lambda: SandboxStage(1000, 32, 1e-3, 50))

@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up .venv, then run the whole evaluation end to end on
-# the embedded defaults (tiny profile, the COCO sample or the bundled demo scenes, Prefect's
-# ephemeral API, the local DVC cache) and write reports/report.html.
+# the embedded defaults and write reports/report.html.
+#
+#   bash scripts/demo.sh           # the sandbox profile: bas's own trained models, real numbers
+#   bash scripts/demo.sh tiny      # random-weight tiny models: a machinery smoke run
+#
+# Both use the embedded data (the sandbox world, or for tiny the COCO sample in
+# ../shared/coco-sample / the bundled demo scenes), Prefect's ephemeral API and the local DVC cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+profile=${1:-sandbox}
 bash scripts/setup.sh
 source scripts/env.sh
 
-overrides=$(python scripts/demo_overrides.py)
-echo "demo: params.yaml with these overrides (fewer steps and scenes, so it runs in minutes on a CPU):"
+overrides=$(python scripts/demo_overrides.py "$profile")
+echo "demo ($profile profile): params.yaml with these overrides:"
 echo "  $overrides"
 # shellcheck disable=SC2086  # the overrides are separate -S arguments
 bas $overrides run
-echo "demo: report at reports/report.html (tiny profile: random-weight models, the numbers mean nothing)"
+if [[ $profile == tiny ]]; then
+    echo "demo: report at reports/report.html (tiny profile: random-weight models, the numbers mean nothing)"
+else
+    echo "demo: report at reports/report.html (sandbox profile: models trained by bas on its sandbox world)"
+fi

@@ -1,9 +1,12 @@
-"""Print the `-S key=value` overrides that shrink the evaluation to a CPU demo.
+"""Print the `-S key=value` overrides of the README's main job, for a model profile.
 
-params.yaml keeps the protocol's numbers; the demo caps every training phase at
-DEMO_STEPS steps, samples with fewer DDIM steps and uses two scenes, so `scripts/demo.sh`
-runs every method end to end in minutes on a laptop CPU. Only the amounts shrink: every
-stage, loss term, sampler and score runs exactly as in a full run.
+`sandbox` (the default): the full protocol on the sandbox world with bas's own trained
+models (docs/SANDBOX.md): every method, every loss term and every training step of the
+sandbox profile; only the number of scenes, the prior-preservation images and the DDIM steps
+shrink, so the run takes minutes on a 2-core CPU and its numbers mean something.
+
+`tiny`: the machinery smoke run on random-weight models (numbers mean nothing): every
+training phase capped at TINY_STEPS steps, two scenes, few DDIM steps.
 """
 
 from __future__ import annotations
@@ -14,8 +17,17 @@ import sys
 from bas import config
 from bas.training import get_recipe
 
-DEMO_STEPS = 8
-DEMO = {
+SANDBOX = {
+    "models.profile": "sandbox",
+    "scenes.num_scenes": 4,
+    "training.progress_bar": False,
+    "training.prior_images.num_images": 16,
+    "training.prior_images.sampling_steps": 25,
+    "generation.steps": 25,
+}
+
+TINY_STEPS = 8
+TINY = {
     "models.profile": "tiny",
     "scenes.num_scenes": 2,
     "training.progress_bar": False,
@@ -26,14 +38,22 @@ DEMO = {
 }
 
 
-def main(params: str = "params.yaml") -> None:
+def overrides_for(profile: str, params: str = "params.yaml") -> dict:
+    if profile == "sandbox":
+        return dict(SANDBOX)
+    if profile != "tiny":
+        raise SystemExit(f"demo_overrides: unknown profile {profile!r} (sandbox or tiny)")
+    overrides = dict(TINY)
     cfg = config.load(params)
-    overrides = dict(DEMO)
     for method in cfg.orchestration.methods:
         for name, phase in get_recipe(cfg, method).phases.items():
-            if phase.steps > DEMO_STEPS:
-                overrides[f"methods.{method}.phases.{name}.steps"] = DEMO_STEPS
-    print(" ".join(f"-S {key}={json.dumps(value)}" for key, value in overrides.items()))
+            if phase.steps > TINY_STEPS:
+                overrides[f"methods.{method}.phases.{name}.steps"] = TINY_STEPS
+    return overrides
+
+
+def main(profile: str = "sandbox", params: str = "params.yaml") -> None:
+    print(" ".join(f"-S {key}={json.dumps(value)}" for key, value in overrides_for(profile, params).items()))
 
 
 if __name__ == "__main__":

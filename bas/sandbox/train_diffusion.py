@@ -98,13 +98,14 @@ def _progress(stage: str, step: int, total: int, started: float, first_step: int
 # --------------------------------------------------------------------------- VAE
 
 
-def train_vae(cfg: SandboxConfig, work_dir: Path, log_every: int = 50):
+def train_vae(cfg: SandboxConfig, work_dir: Path, log_every: int = 50, checkpoint_every: int = 100,
+              metric_batches: int = 8):
     """Train the 2x AutoencoderKL; returns (vae with its latent scaling factor set, metrics)."""
     torch.manual_seed(cfg.seed)
     vae = architecture.build_vae()
     stage = cfg.vae
     opt = torch.optim.AdamW(vae.parameters(), lr=stage.lr, weight_decay=0.0)
-    ckpt = Checkpointer(work_dir, "vae")
+    ckpt = Checkpointer(work_dir, "vae", every=checkpoint_every)
     start = 0
     if (state := ckpt.load()) is not None:
         vae.load_state_dict(state["model"])
@@ -129,7 +130,7 @@ def train_vae(cfg: SandboxConfig, work_dir: Path, log_every: int = 50):
     ckpt.maybe_save(stage.steps, lambda: {"step": stage.steps, "model": vae.state_dict(), "opt": opt.state_dict()},
                     force=True)
     vae.eval()
-    metrics = _vae_metrics(vae, cfg)
+    metrics = _vae_metrics(vae, cfg, batches=metric_batches)
     vae.register_to_config(scaling_factor=metrics["scaling_factor"])
     return vae, metrics
 
@@ -165,7 +166,8 @@ def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
     return text_encoder(ids)[0]
 
 
-def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: int = 20):
+def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: int = 20,
+               checkpoint_every: int = 100):
     """Train UNet + text encoder on world captions; returns the EMA (unet, text_encoder)."""
     from diffusers import DDPMScheduler
 
@@ -179,7 +181,7 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
     stage = cfg.base
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=1e-2)
-    ckpt = Checkpointer(work_dir, "base")
+    ckpt = Checkpointer(work_dir, "base", every=checkpoint_every)
     start = 0
     if (state := ckpt.load()) is not None:
         unet.load_state_dict(state["unet"])

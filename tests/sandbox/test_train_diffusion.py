@@ -1,0 +1,101 @@
+"""The sandbox base-model trainer: reproducible from its seed, and a killed run resumes exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import CLIPTokenizer
+
+from bas.config import SandboxConfig, SandboxStage
+from bas.models.tokenizer import write_clip_tokenizer
+from bas.sandbox import train_diffusion as td
+
+TINY = SandboxConfig(vae=SandboxStage(3, 2, 1e-3, 1), base=SandboxStage(4, 2, 5e-4, 1))
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok")
+    write_clip_tokenizer(path)
+    return CLIPTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def vae(tmp_path_factory):
+    model, metrics = td.train_vae(TINY, tmp_path_factory.mktemp("vae"), metric_batches=1)
+    assert metrics["scaling_factor"] > 0 and metrics["psnr_db"] > 0
+    assert model.config.scaling_factor == pytest.approx(metrics["scaling_factor"])
+    return model
+
+
+def test_lr_schedule_warms_up_then_decays_to_a_tenth():
+    stage = SandboxStage(steps=110, batch_size=1, lr=1.0, warmup_steps=10)
+    assert td.lr_at(stage, 0) == pytest.approx(0.1)
+    assert td.lr_at(stage, 9) == pytest.approx(1.0)
+    assert td.lr_at(stage, 10) == pytest.approx(1.0)
+    assert td.lr_at(stage, 60) == pytest.approx(0.55)
+    assert td.lr_at(stage, 110) == pytest.approx(0.1)
+
+
+def test_world_batches_are_a_function_of_seed_stage_and_step():
+    a = td.to_pixels(td.world_batch(0, "base", 5, 3))
+    assert torch.equal(a, td.to_pixels(td.world_batch(0, "base", 5, 3)))
+    assert not torch.equal(a, td.to_pixels(td.world_batch(0, "base", 6, 3)))
+    assert not torch.equal(a, td.to_pixels(td.world_batch(1, "base", 5, 3)))
+    assert a.shape == (3, 3, 64, 64) and a.min() >= -1 and a.max() <= 1
+
+
+def test_vae_training_is_reproducible(tmp_path, vae):
+    again, _ = td.train_vae(TINY, tmp_path, metric_batches=1)
+    _assert_same(_state(vae), _state(again))
+
+
+def test_base_training_is_reproducible_and_resumes_exactly(tmp_path, vae, tokenizer, monkeypatch):
+    unet, text = td.train_base(TINY, vae, tokenizer, tmp_path / "straight", checkpoint_every=1)
+
+    # Kill a second run at step 2 (after its step-2 checkpoint), then rerun: it must resume there
+    # and end with exactly the weights of the uninterrupted run.
+    real_batch = td.world_batch
+
+    def killed_at_step_2(seed, stage, step, *args, **kwargs):
+        if stage == "base" and step == 2:
+            raise KeyboardInterrupt
+        return real_batch(seed, stage, step, *args, **kwargs)
+
+    monkeypatch.setattr(td, "world_batch", killed_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        td.train_base(TINY, vae, tokenizer, tmp_path / "killed", checkpoint_every=1)
+    assert torch.load(tmp_path / "killed" / "base.pt", weights_only=False)["step"] == 2
+    monkeypatch.setattr(td, "world_batch", real_batch)
+    resumed_unet, resumed_text = td.train_base(TINY, vae, tokenizer, tmp_path / "killed", checkpoint_every=1)
+    _assert_same(_state(unet), _state(resumed_unet))
+    _assert_same(_state(text), _state(resumed_text))
+
+
+def test_saved_model_is_fp16_safetensors_with_its_record(tmp_path, vae, tokenizer):
+    unet, text = td.train_base(dataclasses.replace(TINY, base=SandboxStage(1, 2, 5e-4, 0)), vae, tokenizer,
+                               tmp_path / "work")
+    record = {"seed": 0, "validity": {"vae_psnr_db": 1.0}}
+    td.save_diffusion(tmp_path / "diffusion", vae, unet, text, record)
+    out = tmp_path / "diffusion"
+    for name in ("unet", "vae", "text_encoder"):
+        assert (out / name / "diffusion_pytorch_model.safetensors").exists() or \
+            (out / name / "model.safetensors").exists()
+    from safetensors.torch import load_file
+
+    weights = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float16}
+    assert (out / "tokenizer" / "vocab.json").exists()
+    assert '"seed": 0' in (out / "training_record.json").read_text()
