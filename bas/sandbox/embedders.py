@@ -82,21 +82,16 @@ WEIGHT_DECAY = 0.1
 # --------------------------------------------------------------------------- the loss
 
 
-def contrastive_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float,
-                     positives: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Symmetric InfoNCE between L2-normalised embeddings `a` and `b` (row i of each is a pair).
+def contrastive_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE between L2-normalised embeddings `a` and `b`, (B, D) each; row i of each is a pair.
 
-    `positives` (B, B) bool marks further pairs that match (identical captions in a batch):
-    each row's target is then uniform over its positives rather than one-hot, so a duplicate
-    is not pushed away as a negative. The loss is the mean of the a->b and b->a cross-entropies.
+    The mean of the a->b and b->a cross-entropies over the (B, B) similarity logits. One
+    caption twice in a batch needs no special case: its two text embeddings are identical,
+    so they share their softmax mass, which adds a constant and no gradient.
     """
     logits = logit_scale * a @ b.T                                   # (B, B)
-    if positives is None:
-        positives = torch.eye(len(a), dtype=torch.bool, device=a.device)
-    target = positives.float()
-    a_to_b = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
-    b_to_a = -(target.T / target.T.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(1).mean()
-    return (a_to_b + b_to_a) / 2
+    target = torch.arange(len(a), device=a.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 # --------------------------------------------------------------------------- pixels
@@ -115,8 +110,8 @@ class Normalizer:
     def __init__(self, transform: Callable):
         normalize = next(t for t in transform.transforms if type(t).__name__ == "Normalize")
         self.transform = transform
-        self.mean = torch.tensor(normalize.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(normalize.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean = torch.as_tensor(normalize.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.as_tensor(normalize.std, dtype=torch.float32).view(1, 3, 1, 1)
 
     def __call__(self, pixels: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0   # (B, 3, 64, 64)
@@ -356,8 +351,7 @@ def train_clip(cfg: Config, work_dir: Path, out_dir: Path, *, checkpoint_every: 
         images, captions = clip_batch(pool, sb.seed, step, stage.batch_size, sb.attribute_dropout)
         image_emb = F.normalize(model.encode_image(normalize(images)), dim=-1)     # (B, D)
         text_emb = F.normalize(model.encode_text(tokenizer(captions)), dim=-1)     # (B, D)
-        same = torch.tensor([[a == b for b in captions] for a in captions])       # (B, B)
-        return contrastive_loss(image_emb, text_emb, model.logit_scale.exp(), same)
+        return contrastive_loss(image_emb, text_emb, model.logit_scale.exp())
 
     def clamp_scale() -> None:
         with torch.no_grad():

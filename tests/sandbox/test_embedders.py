@@ -18,7 +18,7 @@ from bas.sandbox.train_diffusion import world_batch
 def test_aligned_embeddings_give_the_known_loss():
     # Orthonormal, perfectly aligned pairs: each row's logits are s on the diagonal and 0
     # elsewhere, so the loss in either direction is log(1 + (B - 1) e^-s).
-    emb, scale = torch.eye(5), 10.0
+    emb, scale = torch.eye(5, dtype=torch.float64), 3.0
     expected = math.log(1 + 4 * math.exp(-scale))
     assert embedders.contrastive_loss(emb, emb, scale).item() == pytest.approx(expected, rel=1e-6)
 
@@ -31,17 +31,24 @@ def test_loss_is_symmetric_and_rewards_alignment():
     assert embedders.contrastive_loss(a, a, 5.0) < embedders.contrastive_loss(a, b, 5.0)
 
 
-def test_duplicate_captions_are_positives_not_negatives():
-    # Rows 0 and 1 are one caption twice: marked as positives, each row's target is split
-    # between them, which their identical logits already match.
-    emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    same = torch.tensor([[True, True, False], [True, True, False], [False, False, True]])
-    s = 10.0
-    with_positives = embedders.contrastive_loss(emb, emb, s, same).item()
-    duplicate_row = -(math.log(math.exp(s) / (2 * math.exp(s) + 1)) + math.log(0.5))   # CE of a 0.5/0.5 target
-    single_row = -math.log(math.exp(s) / (math.exp(s) + 2))
-    assert with_positives == pytest.approx((2 * duplicate_row + single_row) / 3, rel=1e-6)
-    assert with_positives < embedders.contrastive_loss(emb, emb, s).item()
+def test_a_caption_twice_in_a_batch_is_as_if_marked_positive():
+    # Images 0 and 1 share a caption, so their text embeddings are identical. Treating the
+    # pair as positives (each row's target uniform over its duplicates) would change nothing:
+    # same loss, same gradient as the plain one-hot targets.
+    gen = torch.Generator().manual_seed(0)
+    images = F.normalize(torch.randn(4, 3, generator=gen, dtype=torch.float64), dim=-1).requires_grad_(True)
+    texts = F.normalize(torch.randn(4, 3, generator=gen, dtype=torch.float64), dim=-1)
+    texts = torch.cat([texts[:1], texts[:1], texts[2:]])
+    positives = torch.eye(4, dtype=torch.float64)
+    positives[0, 1] = positives[1, 0] = 1
+    target = positives / positives.sum(1, keepdim=True)
+    logits = 3.0 * images @ texts.T
+    marked = (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.T.log_softmax(1)).sum(1).mean()) / 2
+    (marked_grad,) = torch.autograd.grad(marked, images)
+    plain = embedders.contrastive_loss(images, texts, 3.0)
+    (plain_grad,) = torch.autograd.grad(plain, images)
+    assert plain.item() == pytest.approx(marked.item(), rel=1e-12)
+    assert torch.allclose(plain_grad, marked_grad, atol=1e-12)
 
 
 def test_training_inputs_are_what_scoring_shows(tmp_path):
@@ -78,7 +85,13 @@ def test_class_prompt_is_the_scoring_prompt():
 def test_pair_auc():
     emb = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), dim=-1)
     assert embedders.pair_auc(emb, [0, 0, 1, 1]) == 1.0
-    assert embedders.pair_auc(emb, [0, 1, 0, 1]) == 0.0
+    # Positives (0, 2) at cos 0 and (1, 3) at 0.22 against negatives at 0.99, 0.11, 0.11, 0.99:
+    # 0 + 2 wins of 8 comparisons.
+    assert embedders.pair_auc(emb, [0, 1, 0, 1]) == pytest.approx(0.25)
+    # Only negatives of one kind: (0, 3) and (1, 2), both at 0.11.
+    only = np.array([[False, False, False, True], [False, False, True, False],
+                     [False, True, False, False], [True, False, False, False]])
+    assert embedders.pair_auc(emb, [0, 1, 0, 1], only) == pytest.approx(0.5)
 
 
 # --------------------------------------------------------------------------- training
