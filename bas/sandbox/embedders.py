@@ -358,7 +358,7 @@ def train_clip(cfg: Config, work_dir: Path, out_dir: Path, *, checkpoint_every: 
             model.logit_scale.clamp_(0, float(np.log(LOGIT_SCALE_MAX)))
 
     outcome = _train(_Run("clip", model, opt, step_loss, clamp_scale), stage, work_dir, checkpoint_every, log_every)
-    outcome["logit_scale"] = round(float(model.logit_scale.exp()), 2)
+    outcome["logit_scale"] = round(model.logit_scale.exp().item(), 2)
     data = {"attribute_dropout": sb.attribute_dropout, "class_prompt_share": CLASS_PROMPT_SHARE,
             "masked_share": MASKED_SHARE, "background_dropout": BACKGROUND_DROPOUT, "pool_images": CLIP_POOL_IMAGES,
             "identities": "all", "weight_decay": WEIGHT_DECAY}

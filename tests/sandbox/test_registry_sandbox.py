@@ -116,7 +116,7 @@ def test_missing_dino_alone_is_named(weights, tmp_path):
 
     root = tmp_path / "weights"
     shutil.copytree(Path(weights.models.sandbox_weights) / "clip", root / "clip")
-    with pytest.raises(ModelNotAvailableError, match=r"sandbox dino weights not found: .*--only dino"):
+    with pytest.raises(ModelNotAvailableError, match=r"(?s)sandbox dino weights not found: .*--only dino"):
         registry.load_scorers(dataclasses.replace(weights.models, sandbox_weights=str(root)))
 
 
