@@ -284,7 +284,7 @@ class _Run:
 
 
 def _train(run: _Run, stage, work_dir: Path, checkpoint_every: int, log_every: int) -> dict:
-    """Run `run` for `stage.steps` steps, resuming from `work_dir`; returns {'final_loss', 'resumed_at'}."""
+    """Run `run` for `stage.steps` steps, resuming from `work_dir`; returns its outcome for the record."""
     ckpt = Checkpointer(work_dir, run.name, every=checkpoint_every)
     start = 0
     if (state := ckpt.load()) is not None:
@@ -296,7 +296,7 @@ def _train(run: _Run, stage, work_dir: Path, checkpoint_every: int, log_every: i
         return {"step": step, "model": run.model.state_dict(), "opt": run.opt.state_dict()}
 
     run.model.train()
-    started, losses = time.time(), []
+    started, cpu_started, losses = time.time(), time.process_time(), []
     for step in range(start, stage.steps):
         for group in run.opt.param_groups:
             group["lr"] = lr_at(stage, step)
@@ -311,17 +311,25 @@ def _train(run: _Run, stage, work_dir: Path, checkpoint_every: int, log_every: i
         ckpt.maybe_save(step + 1, lambda: snapshot(step + 1))
     ckpt.maybe_save(stage.steps, lambda: snapshot(stage.steps), force=True)
     run.model.eval()
-    return {"final_loss": round(float(np.mean(losses[-log_every:])), 4) if losses else None, "resumed_at": start}
+    steps_run = max(1, stage.steps - start)
+    return {"final_loss": round(float(np.mean(losses[-log_every:])), 4) if losses else None, "resumed_at": start,
+            "cpu_s_per_step": round((time.process_time() - cpu_started) / steps_run, 3)}
 
 
-def _record(cfg: Config, model: str, stage_name: str, architecture: dict, data: dict, started: float,
+def _record(cfg: Config, model: str, stage_name: str, architecture: dict, data: dict, started: tuple[float, float],
             outcome: dict) -> dict:
+    """The training record; `started` = (time.time(), time.process_time()) at the start.
+
+    CPU time is recorded beside wall time: on a shared machine the wall time says more about
+    the neighbours than about the model.
+    """
     from bas.sandbox.train import device_record
 
     return {"model": model, "seed": cfg.sandbox.seed,
             "params": {stage_name: to_dict(getattr(cfg.sandbox, stage_name)), **data},
             "steps": getattr(cfg.sandbox, stage_name).steps, "architecture": architecture,
-            "device": device_record(), "wall_time_s": round(time.time() - started, 1), **outcome}
+            "device": device_record(), "wall_time_s": round(time.time() - started[0], 1),
+            "cpu_time_s": round(time.process_time() - started[1], 1), **outcome}
 
 
 def _write_record(directory: Path, record: dict) -> None:
@@ -337,14 +345,15 @@ def train_clip(cfg: Config, work_dir: Path, out_dir: Path, *, checkpoint_every: 
     from safetensors.torch import save_file
 
     sb, stage = cfg.sandbox, cfg.sandbox.clip
-    started = time.time()
+    started = (time.time(), time.process_time())
     work_dir = Path(work_dir)
     model, preprocess = build_clip(work_dir / "clip-config", sb.seed + 2)
     tokenizer = _clip_tokenizer()
     normalize = Normalizer(preprocess)
     pool = clip_pool(sb.seed, CLIP_POOL_IMAGES)
     normalize.check(np.stack([w.image for w in pool[:4]]))
-    log.info("clip: %d pool images rendered in %.0f s", len(pool), time.time() - started)
+    log.info("clip: %d pool images rendered in %.0f s (%.0f s CPU)", len(pool), time.time() - started[0],
+             time.process_time() - started[1])
     opt = torch.optim.AdamW(_param_groups(model), lr=stage.lr, betas=(0.9, 0.98), eps=1e-6)
 
     def step_loss(step: int) -> torch.Tensor:
@@ -433,7 +442,7 @@ def train_dino(cfg: Config, work_dir: Path, out_dir: Path, *, checkpoint_every: 
     from safetensors.torch import save_file
 
     sb, stage = cfg.sandbox, cfg.sandbox.dino
-    started = time.time()
+    started = (time.time(), time.process_time())
     model, transform = build_dino(sb.seed + 3, cfg.scoring.dino_crop_pct)
     normalize = Normalizer(transform)
     seen = sorted(world.seen_identities(sb.seed))
@@ -444,7 +453,8 @@ def train_dino(cfg: Config, work_dir: Path, out_dir: Path, *, checkpoint_every: 
                           f"identities, of which there are {len(seen)}")
     pool = render_views(sb.seed, "dino-pool", seen, DINO_POOL_VIEWS)   # (identities, views, 64, 64, 3)
     normalize.check(pool[:4, 0])
-    log.info("dino: %d pool views rendered in %.0f s", pool.shape[0] * pool.shape[1], time.time() - started)
+    log.info("dino: %d pool views rendered in %.0f s (%.0f s CPU)", pool.shape[0] * pool.shape[1],
+             time.time() - started[0], time.process_time() - started[1])
     opt = torch.optim.AdamW(_param_groups(model), lr=stage.lr, betas=(0.9, 0.98), eps=1e-6)
 
     def step_loss(step: int) -> torch.Tensor:
