@@ -66,6 +66,9 @@ class ModelsConfig:
     # Where generated models (tiny) are cached; relative paths are under the project root.
     cache_dir: str = ".cache/bas/models"
     tiny_seed: int = 0
+    # The sandbox profile's weights (diffusion/, clip/, dino/, segmenter/, judge/): "" = the ones
+    # bundled with bas (bas/data/sandbox); a path = elsewhere. `bas sandbox train` writes there.
+    sandbox_weights: str = ""
     # Mixed precision on GPU: autocast dtype with fp32 master weights. CPU always runs fp32.
     gpu_dtype: Literal["bf16", "fp16"] = "bf16"
 
@@ -638,8 +641,6 @@ class SandboxConfig:
     """The sandbox profile: a procedural world and the small models bas trains on it."""
 
     seed: int = 0
-    # Committed weights + training record; `bas sandbox train` writes here.
-    weights_dir: str = "bas/data/sandbox"
     # COCO-format root of evaluation scenes (novel objects) that `bas sandbox world` writes.
     world_root: str = "data/sandbox-world"
     world_split: str = "sandbox"

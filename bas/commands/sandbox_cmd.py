@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser("train", help="train the sandbox models from their seed and params",
                            description="Train the sandbox models (stages: vae, base, clip, dino, segmenter, judge, "
-                                       "validity) into sandbox.weights_dir, each with its training record. "
-                                       "Interrupted runs resume from their checkpoints.")
+                                       "validity) into models.sandbox_weights (empty: the weights bundled with "
+                                       "bas), each with its training record. Interrupted runs resume from their "
+                                       "checkpoints.")
     train.add_argument("--only", help="comma-separated stages (default: all)")
     train.add_argument("--work-dir", type=Path, default=Path(".cache/bas/sandbox-train"),
                        help="checkpoints of unfinished stages (default: %(default)s)")

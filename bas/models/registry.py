@@ -4,7 +4,9 @@ A profile resolves to *sources* (hub ids, local directories, checkpoint files); 
 loaders then reads any source with each library's own `from_pretrained` / `create_model`.
 `sd21` points at the real checkpoints on the Hugging Face hub, or at local copies given by
 params keys or environment variables; `tiny` points at seeded random models that
-`bas.models.tiny` writes to a cache directory once.
+`bas.models.tiny` writes to a cache directory once; `sandbox` points at the models `bas`
+trains on its sandbox world (`bas sandbox train`, docs/SANDBOX.md), bundled with the package
+or in `models.sandbox_weights`. Weights saved in fp16 are loaded as fp32.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Sources:
     dino_kwargs: dict = field(default_factory=dict)
     maskformer: str = ""                # transformers: hub id or directory
     clip_config_file: Optional[str] = None  # extra open_clip model config to register
+    segmenter: str = ""                 # sandbox: the directory of bas.sandbox.classifiers.SandboxSegmenter
 
 
 @dataclass
@@ -80,9 +83,10 @@ class ScorerParts:
     clip_tokenizer: Callable
     dino_model: Any
     dino_transform: Callable
-    maskformer: Any
+    maskformer: Any                     # None in the sandbox profile, which has its own segmenter
     maskformer_processor: Any
     profile: str
+    segmenter: Any = None               # sandbox: bas.sandbox.classifiers.SandboxSegmenter
 
     @property
     def panoptic_id2label(self) -> dict[int, str]:
@@ -116,8 +120,63 @@ def resolve_sources(cfg: ModelsConfig) -> Sources:
             dino="vit_base_patch16_224.dino", dino_file=str(root / "dino" / "model.safetensors"),
             dino_kwargs=dict(tiny.DINO_KWARGS), maskformer=str(root / "maskformer"),
         )
-    raise ConfigError(f"params: models.profile = {cfg.profile!r}: not available yet "
-                      "(the sandbox profile lands with its own issue)")
+    if cfg.profile == "sandbox":
+        return sandbox_sources(sandbox_weights_dir(cfg))
+    raise ConfigError(f"params: models.profile = {cfg.profile!r}: unknown")
+
+
+# --------------------------------------------------------------------------- sandbox
+
+SANDBOX_CLIP_MODEL_NAME = "bas-sandbox-clip"    # open_clip config name (= its JSON file's stem)
+SANDBOX_CLIP_WEIGHTS = "open_clip_model.safetensors"
+SANDBOX_DINO_MODEL_NAME = "vit_base_patch16_224.dino"  # the real DINO's timm class and defaults
+SANDBOX_DINO_WEIGHTS = "model.safetensors"
+SANDBOX_DINO_KWARGS = "kwargs.json"                # the small architecture: timm create_model kwargs
+# part directory -> the `bas sandbox train --only` stages that write it
+SANDBOX_PARTS = {"diffusion": "vae,base", "clip": "clip", "dino": "dino", "segmenter": "segmenter",
+                 "judge": "judge"}
+
+
+def sandbox_weights_dir(cfg: ModelsConfig) -> Path:
+    """Where the sandbox models live: `models.sandbox_weights`, or the ones bundled with bas."""
+    if cfg.sandbox_weights:
+        return Path(cfg.sandbox_weights)
+    import bas
+
+    return Path(bas.__file__).parent / "data" / "sandbox"
+
+
+def sandbox_sources(root: Path, **part_dirs: Path) -> Sources:
+    """The sandbox profile's sources under `root`; `part_dirs` (clip=..., dino=...) move a part.
+
+    Nothing is read here but the DINO architecture's kwargs, when present: a missing part
+    fails when it is loaded (`require_sandbox_part`), so a run that needs only the diffusion
+    model does not need the scorers.
+    """
+    import json
+
+    dirs = {part: Path(part_dirs.get(part, Path(root) / part)) for part in SANDBOX_PARTS}
+    kwargs_file = dirs["dino"] / SANDBOX_DINO_KWARGS
+    dino_kwargs = json.loads(kwargs_file.read_text()) if kwargs_file.exists() else {}
+    return Sources(
+        profile="sandbox", diffusion=str(dirs["diffusion"]), clip_model=SANDBOX_CLIP_MODEL_NAME,
+        clip_pretrained=str(dirs["clip"] / SANDBOX_CLIP_WEIGHTS),
+        clip_config_file=str(dirs["clip"] / f"{SANDBOX_CLIP_MODEL_NAME}.json"),
+        dino=SANDBOX_DINO_MODEL_NAME, dino_file=str(dirs["dino"] / SANDBOX_DINO_WEIGHTS), dino_kwargs=dino_kwargs,
+        segmenter=str(dirs["segmenter"]),
+    )
+
+
+def require_sandbox_part(part: str, *files: str) -> None:
+    """Fail with one clear error unless every file of a sandbox part exists."""
+    missing = [f for f in files if not Path(f).exists()]
+    if missing:
+        where = Path(missing[0]).parent
+        raise ModelNotAvailableError(
+            f"sandbox {part} weights not found: {missing[0]} does not exist.\n"
+            f"  Train them with `bas sandbox train --only {SANDBOX_PARTS[part]}` (it writes into {where.parent}, "
+            "params `models.sandbox_weights`; empty = the weights bundled with bas), or point "
+            "`models.sandbox_weights` at a directory that holds them.")
 
 
 def _unavailable(what: str, source: str, key: str, err: Exception) -> ModelNotAvailableError:
@@ -197,11 +256,18 @@ def load_diffusion(cfg: ModelsConfig, sources: Optional[Sources] = None) -> Diff
     from transformers import CLIPTextModel, CLIPTokenizer
 
     s = sources or resolve_sources(cfg)
+    if s.profile == "sandbox":
+        require_sandbox_part("diffusion", *(str(Path(s.diffusion) / sub) for sub in
+                                            ("unet", "vae", "text_encoder", "tokenizer", "scheduler")))
     what = f"{s.profile} diffusion model"
-    unet = _from_pretrained(UNet2DConditionModel, s.diffusion, f"{what} (unet)", "diffusion", subfolder="unet")
-    vae = _from_pretrained(AutoencoderKL, s.diffusion, f"{what} (vae)", "diffusion", subfolder="vae")
+    # fp32 whatever the files hold (the sandbox's are fp16): transformers would otherwise keep
+    # the saved dtype ("auto").
+    unet = _from_pretrained(UNet2DConditionModel, s.diffusion, f"{what} (unet)", "diffusion", subfolder="unet",
+                            torch_dtype=torch.float32)
+    vae = _from_pretrained(AutoencoderKL, s.diffusion, f"{what} (vae)", "diffusion", subfolder="vae",
+                           torch_dtype=torch.float32)
     text_encoder = _from_pretrained(CLIPTextModel, s.diffusion, f"{what} (text_encoder)", "diffusion",
-                                    subfolder="text_encoder")
+                                    subfolder="text_encoder", dtype=torch.float32)
     tokenizer = _from_pretrained(CLIPTokenizer, s.diffusion, f"{what} (tokenizer)", "diffusion",
                                  subfolder="tokenizer")
     noise_scheduler = _from_pretrained(DDPMScheduler, s.diffusion, f"{what} (scheduler)", "diffusion",
@@ -213,40 +279,74 @@ def load_diffusion(cfg: ModelsConfig, sources: Optional[Sources] = None) -> Diff
                           noise_scheduler=noise_scheduler, sampler_scheduler=sampler, profile=s.profile)
 
 
-def load_scorers(cfg: ModelsConfig, sources: Optional[Sources] = None) -> ScorerParts:
-    """CLIP (open_clip), DINO (timm) and MaskFormer (transformers) for `cfg.profile`, eval mode."""
+def load_clip(s: Sources) -> tuple[Any, Callable, Callable]:
+    """(open_clip model, its eval preprocess, its tokenizer) of `s`, in eval mode and fp32."""
     import open_clip
-    import timm
-    from transformers import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
 
-    s = sources or resolve_sources(cfg)
+    if s.profile == "sandbox":
+        require_sandbox_part("clip", s.clip_config_file, s.clip_pretrained)
     if s.clip_config_file:
         open_clip.add_model_config(s.clip_config_file)
     try:
         with _hub_mode():
-            clip_model, _, clip_preprocess = open_clip.create_model_and_transforms(
-                s.clip_model, pretrained=s.clip_pretrained)
-        clip_tokenizer = open_clip.get_tokenizer(s.clip_model)
+            model, _, preprocess = open_clip.create_model_and_transforms(s.clip_model, pretrained=s.clip_pretrained)
+        tokenizer = open_clip.get_tokenizer(s.clip_model)
     except Exception as err:  # noqa: BLE001
         raise _unavailable(f"{s.profile} CLIP model {s.clip_model}", s.clip_pretrained, "clip_pretrained", err) from None
+    return model.eval(), preprocess, tokenizer
 
+
+def load_dino(s: Sources) -> tuple[Any, Callable]:
+    """(timm DINO ViT returning its CLS embedding, timm's eval transform) of `s`, eval mode, fp32."""
+    import timm
+
+    if s.profile == "sandbox":
+        require_sandbox_part("dino", s.dino_file, str(Path(s.dino_file).parent / SANDBOX_DINO_KWARGS))
     try:
         overlay = {"file": s.dino_file} if s.dino_file else {}
         if "img_size" in s.dino_kwargs:  # the pretrained tag's input size is not this model's
             overlay["input_size"] = (3, s.dino_kwargs["img_size"], s.dino_kwargs["img_size"])
         with _hub_mode():
-            dino_model = timm.create_model(s.dino, pretrained=True, pretrained_cfg_overlay=overlay or None,
-                                           num_classes=0, **s.dino_kwargs)
-        data_cfg = timm.data.resolve_data_config({}, model=dino_model)
-        dino_transform = timm.data.create_transform(**data_cfg)
+            model = timm.create_model(s.dino, pretrained=True, pretrained_cfg_overlay=overlay or None,
+                                      num_classes=0, **s.dino_kwargs)
+        data_cfg = timm.data.resolve_data_config({}, model=model)
+        transform = timm.data.create_transform(**data_cfg)
     except Exception as err:  # noqa: BLE001
         raise _unavailable(f"{s.profile} DINO model", s.dino_file or s.dino, "dino", err) from None
+    return model.eval(), transform
+
+
+def load_scorers(cfg: ModelsConfig, sources: Optional[Sources] = None) -> ScorerParts:
+    """CLIP (open_clip), DINO (timm) and the segmenter for `cfg.profile`, eval mode.
+
+    The segmenter is MaskFormer (transformers), or in the sandbox profile its own
+    `SandboxSegmenter`, loaded when its directory exists.
+    """
+    s = sources or resolve_sources(cfg)
+    clip_model, clip_preprocess, clip_tokenizer = load_clip(s)
+    dino_model, dino_transform = load_dino(s)
+    if s.profile == "sandbox":
+        return ScorerParts(clip_model=clip_model, clip_preprocess=clip_preprocess, clip_tokenizer=clip_tokenizer,
+                           dino_model=dino_model, dino_transform=dino_transform, maskformer=None,
+                           maskformer_processor=None, profile=s.profile, segmenter=_load_sandbox_segmenter(s))
+
+    from transformers import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
 
     what = f"{s.profile} MaskFormer"
     maskformer = _from_pretrained(MaskFormerForInstanceSegmentation, s.maskformer, what, "maskformer")
     processor = _from_pretrained(MaskFormerImageProcessor, s.maskformer, f"{what} (processor)", "maskformer")
-    for module in (clip_model, dino_model, maskformer):
-        module.eval()
+    maskformer.eval()
     return ScorerParts(clip_model=clip_model, clip_preprocess=clip_preprocess, clip_tokenizer=clip_tokenizer,
                        dino_model=dino_model, dino_transform=dino_transform, maskformer=maskformer,
                        maskformer_processor=processor, profile=s.profile)
+
+
+def _load_sandbox_segmenter(s: Sources):
+    """The sandbox segmenter, or None (with a warning) when it has not been trained."""
+    if not Path(s.segmenter).is_dir():
+        log.warning("no sandbox segmenter in %s: scoring cannot segment generated images until "
+                    "`bas sandbox train --only segmenter` has written it", s.segmenter)
+        return None
+    from bas.sandbox.classifiers import SandboxSegmenter
+
+    return SandboxSegmenter.load(Path(s.segmenter))

@@ -3,7 +3,8 @@
 Stages, in order: `vae`, `base` (UNet + text encoder; needs the VAE), the scorers `clip`,
 `dino`, `segmenter`, `judge`, and `validity` (samples the base model and judges them; needs
 `base` and `judge`). Each stage checkpoints into a work directory, so a killed run resumes
-where it stopped; finished models are written into `sandbox.weights_dir` atomically, each
+where it stopped; finished models are written atomically into the sandbox weights directory
+(`models.sandbox_weights`; empty = the weights bundled with bas, bas/data/sandbox), each
 with a `training_record.json` (params, seed, steps, device, wall time, validity figures).
 """
 
@@ -45,7 +46,9 @@ def parse_stages(only: str | None) -> list[str]:
 
 
 def weights_dir(cfg: Config) -> Path:
-    return Path(cfg.sandbox.weights_dir)
+    from bas.models.registry import sandbox_weights_dir
+
+    return sandbox_weights_dir(cfg.models)
 
 
 def read_record(directory: Path) -> dict:
@@ -120,7 +123,7 @@ def train_scorer(cfg: Config, stage: str, work_dir: Path) -> dict:
 def measure_base_validity(cfg: Config, count: int | None = None) -> dict:
     """Sample the committed base model on held-out captions, judge, and record the figures."""
     from bas.models.registry import load_diffusion
-    from bas.sandbox.scorers import Judge
+    from bas.sandbox.classifiers import Judge
     from bas.sandbox.validity import base_model_validity
 
     parts = load_diffusion(dataclasses.replace(cfg.models, profile="sandbox"))
