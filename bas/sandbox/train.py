@@ -120,7 +120,7 @@ def train_scorer(cfg: Config, stage: str, work_dir: Path) -> dict:
 def measure_base_validity(cfg: Config, count: int | None = None) -> dict:
     """Sample the committed base model on held-out captions, judge, and record the figures."""
     from bas.models.registry import load_diffusion
-    from bas.sandbox.scorers import Judge
+    from bas.sandbox.classifiers import Judge
     from bas.sandbox.validity import base_model_validity
 
     parts = load_diffusion(dataclasses.replace(cfg.models, profile="sandbox"))
