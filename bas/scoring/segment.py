@@ -80,4 +80,9 @@ def make_segmenter(scorers, cfg: ScoringConfig, device: torch.device):
     own = getattr(scorers, "segmenter", None)
     if own is not None:
         return own.to(device)
+    if scorers.maskformer is None:
+        from bas.errors import ModelNotAvailableError
+
+        raise ModelNotAvailableError(f"the {scorers.profile} scorers have no segmenter: identity similarity cannot "
+                                     "be scored (sandbox: `bas sandbox train --only segmenter` trains it)")
     return MaskFormerSegmenter(scorers, cfg, device)

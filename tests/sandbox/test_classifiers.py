@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from bas.config import Config, SandboxConfig, SandboxStage, ScoringConfig
+from bas.errors import ModelNotAvailableError
 from bas.sandbox import classifiers as C
 from bas.sandbox import world
 from bas.scoring.segment import MaskFormerSegmenter, Segmentation, make_segmenter
@@ -189,3 +190,6 @@ def test_make_segmenter_picks_the_sandbox_segmenter_when_the_scorers_have_one():
     for scorers in (SimpleNamespace(segmenter=None, **maskformer_parts), SimpleNamespace(**maskformer_parts)):
         picked = make_segmenter(scorers, ScoringConfig(), torch.device("cpu"))
         assert isinstance(picked, MaskFormerSegmenter) and picked.labels == ("cat",)
+    untrained = SimpleNamespace(segmenter=None, maskformer=None, profile="sandbox")
+    with pytest.raises(ModelNotAvailableError, match="bas sandbox train --only segmenter"):
+        make_segmenter(untrained, ScoringConfig(), torch.device("cpu"))
