@@ -50,7 +50,7 @@ from bas.scenes.masking import masked_concept
 from bas.scoring.clip_scores import ClipEmbedder
 from bas.scoring.dino_scores import DinoEmbedder
 from bas.scoring.schema import MANIFEST_COLUMNS, METRICS, SCORE_COLUMNS, frame, validate
-from bas.scoring.segment import MaskFormerSegmenter, Segmentation
+from bas.scoring.segment import Segmentation, make_segmenter
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,10 @@ class Scorer:
         self.profile = scorers.profile
         self.clip = ClipEmbedder(scorers, self.device)
         self.dino = DinoEmbedder(scorers, self.device, cfg.dino_crop_pct)
-        self.segment = segmenter or MaskFormerSegmenter(scorers, cfg, self.device)
-        self.labels = set(scorers.panoptic_id2label.values())
+        self.segment = segmenter or make_segmenter(scorers, cfg, self.device)
+        # A segmenter passed in may be any callable; only ours say which classes they know.
+        labels = getattr(self.segment, "labels", None)
+        self.labels = set(labels if labels is not None else scorers.panoptic_id2label.values())
         self._scenes: dict[str, SceneEmbeddings] = {}
         self._warned: set[str] = set()
 
@@ -91,7 +93,7 @@ class Scorer:
             for name in scene.class_names:
                 if name not in self.labels and name not in self._warned:
                     self._warned.add(name)
-                    log.warning("class %r (scene %s) is not a MaskFormer label: it is never detected, so its "
+                    log.warning("class %r (scene %s) is not a segmenter label: it is never detected, so its "
                                 "identity similarity is NaN and only the fallback is set", name, scene.scene_id)
         return self._scenes[scene.scene_id]
 
@@ -222,7 +224,8 @@ def make_scorer(cfg: Config, scorers=None, segmenter=None) -> Scorer:
     if scorers is None:
         scorers = load_scorers(cfg.models)
         for module in (scorers.clip_model, scorers.dino_model, scorers.maskformer):
-            module.to(device)
+            if module is not None:   # no MaskFormer on the sandbox profile: its segmenter moves in make_segmenter
+                module.to(device)
     else:
         device = next(scorers.clip_model.parameters()).device
     return Scorer(scorers, cfg.scoring, device, segmenter)

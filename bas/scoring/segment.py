@@ -1,9 +1,11 @@
-"""Panoptic segmentation of generated images with MaskFormer, as per-class masks.
+"""Panoptic segmentation of generated images, as per-class masks.
 
 BaS identity similarity (PROTOCOL.md sec. 5) keeps, in a generated image, the union of the
 segments whose class is the concept's class. MaskFormer (Swin-L, COCO panoptic; a tiny
 random one in the `tiny` profile) runs on a batch of images; transformers' panoptic
-post-processing turns its queries into segments at each image's own size.
+post-processing turns its queries into segments at each image's own size. The sandbox
+profile brings its own segmenter, trained on its world (`bas.sandbox.classifiers`), with the
+same contract; `make_segmenter` picks whichever the loaded scorers have.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ class MaskFormerSegmenter:
         self.cfg = cfg
         self.device = device
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The classes it can find."""
+        return tuple(self.id2label.values())
+
     @torch.no_grad()
     def __call__(self, images: Sequence[Image.Image]) -> list[Segmentation]:
         if not images:
@@ -65,3 +72,17 @@ class MaskFormerSegmenter:
             classes = {int(info["id"]): self.id2label[int(info["label_id"])] for info in result["segments_info"]}
             segmentations.append(Segmentation(segment_map=segment_map, segment_classes=classes))
         return segmentations
+
+
+def make_segmenter(scorers, cfg: ScoringConfig, device: torch.device):
+    """The scorers' own segmenter when the profile has one (sandbox), on `device`; else MaskFormer."""
+    # ScorerParts.segmenter is None for the MaskFormer profiles (getattr: older ScorerParts lack it).
+    own = getattr(scorers, "segmenter", None)
+    if own is not None:
+        return own.to(device)
+    if scorers.maskformer is None:
+        from bas.errors import ModelNotAvailableError
+
+        raise ModelNotAvailableError(f"the {scorers.profile} scorers have no segmenter: identity similarity cannot "
+                                     "be scored (sandbox: `bas sandbox train --only segmenter` trains it)")
+    return MaskFormerSegmenter(scorers, cfg, device)
