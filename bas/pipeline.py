@@ -67,6 +67,34 @@ def code_version(stage: str) -> str:
     return h.hexdigest()[:16]
 
 
+def weights_identity(models_cfg, parts: tuple[str, ...]) -> Optional[str]:
+    """A digest of the sandbox profile's model files under `parts`, or None for other profiles.
+
+    sd21 names its weights by hub id or path and tiny builds them from a seed, and both are in
+    the models config a fingerprint already hashes; the sandbox's weights are files that
+    `bas sandbox train` rewrites in place, so a retrained model must change the fingerprints.
+    """
+    if models_cfg.profile != "sandbox":
+        return None
+    from bas.models.registry import sandbox_weights_dir
+
+    root = sandbox_weights_dir(models_cfg)
+    files = sorted(f for part in parts if (root / part).is_dir() for f in (root / part).rglob("*") if f.is_file())
+    return _files_digest(tuple((f.relative_to(root).as_posix(), str(f), f.stat().st_mtime_ns, f.stat().st_size)
+                               for f in files))
+
+
+@functools.lru_cache(maxsize=32)
+def _files_digest(files: tuple[tuple[str, str, int, int], ...]) -> str:
+    # Keyed by (path, mtime, size): a few MB hashed once per change, not once per scene. The
+    # digest covers relative names and bytes only, so another checkout of the same weights agrees.
+    h = hashlib.sha256()
+    for name, path, _, _ in files:
+        h.update(name.encode())
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -94,7 +122,8 @@ def train_generate_fingerprint(cfg: Config, method: str, scene_id: str) -> str:
     scene = SimpleNamespace(scene_id=scene_id, content_hash=scene_content_hash(cfg, scene_id))
     return _digest({"train": run_key(cfg, method, get_recipe(cfg, method), scene),
                     "generation": to_dict(cfg.generation), "seed": cfg.seed,
-                    "code": code_version("train_generate")})
+                    "code": code_version("train_generate"),
+                    "weights": weights_identity(cfg.models, ("diffusion",))})
 
 
 def train_generate_done(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None) -> bool:
@@ -108,7 +137,8 @@ def train_generate_done(cfg: Config, method: str, scene_id: str, fingerprint: Op
 def score_fingerprint(cfg: Config, method: str, scene_id: str) -> str:
     done = _read_json(paths.run_dir(cfg, method, scene_id) / DONE_FILE) or {}
     return _digest({"run": done.get("fingerprint"), "scoring": to_dict(cfg.scoring),
-                    "models": to_dict(cfg.models), "code": code_version("score")})
+                    "models": to_dict(cfg.models), "code": code_version("score"),
+                    "weights": weights_identity(cfg.models, ("clip", "dino", "segmenter"))})
 
 
 def _score_marker(cfg: Config, method: str, scene_id: str) -> Path:

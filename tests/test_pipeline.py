@@ -154,3 +154,24 @@ def test_a_finished_grid_survives_a_code_change_without_retraining(trained, monk
         pipeline.code_version.cache_clear()
     # The library's own keys say training and grid are finished: nothing is made again.
     assert not summary["trained"] and summary["images_generated"] == 0 and summary["images"] == 3
+
+
+def test_sandbox_weights_are_part_of_the_fingerprints(tmp_path):
+    # A retrained sandbox model (same paths, new bytes) must make finished runs stale; another
+    # checkout holding the same bytes must not.
+    def models(root):
+        return config.load(REPO / "params.yaml", {"models.profile": "sandbox",
+                                                  "models.sandbox_weights": str(root)}).models
+
+    for root in (tmp_path / "a", tmp_path / "b"):
+        for part in ("diffusion/unet", "clip"):
+            (root / part).mkdir(parents=True)
+            (root / part / "weights.bin").write_bytes(b"trained once")
+    a, b = models(tmp_path / "a"), models(tmp_path / "b")
+    first = pipeline.weights_identity(a, ("diffusion",))
+    assert first == pipeline.weights_identity(b, ("diffusion",))
+    assert first != pipeline.weights_identity(a, ("clip",))
+    (tmp_path / "a" / "diffusion" / "unet" / "weights.bin").write_bytes(b"trained again")
+    assert pipeline.weights_identity(a, ("diffusion",)) != first
+    tiny = config.load(REPO / "params.yaml", {"models.profile": "tiny"}).models
+    assert pipeline.weights_identity(tiny, ("diffusion",)) is None

@@ -1,0 +1,65 @@
+"""The committed sandbox models through the whole protocol: stage the bundled world, train a
+method, make its grid, score it. Also: the committed weights still measure what their
+training records say (the scorers' held-out figures are deterministic)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bas import config, pipeline
+from bas.models.registry import sandbox_weights_dir
+from orchestration_helpers import FIRST_TEMPLATE, REPO
+
+WEIGHTS = sandbox_weights_dir(config.load(REPO / "params.yaml").models)
+pytestmark = pytest.mark.skipif(not (WEIGHTS / "diffusion" / "training_record.json").exists(),
+                                reason=f"no committed sandbox weights in {WEIGHTS} (bas sandbox train)")
+
+
+@pytest.fixture(scope="module")
+def sandbox_cfg(tmp_path_factory):
+    return config.load(REPO / "params.yaml", {
+        "models.profile": "sandbox",
+        "paths.storage_root": str(tmp_path_factory.mktemp("sandbox-storage")),
+        "scenes.num_scenes": 1,
+        "training.progress_bar": False,
+        "methods.bas.phases.phase1.steps": 8,
+        "methods.bas.phases.phase2.steps": 8,
+        "generation.templates": [FIRST_TEMPLATE],
+        "generation.steps": 10,
+        "orchestration.methods": ["bas"],
+    })
+
+
+def test_the_sandbox_profile_runs_the_protocol_on_its_own_world(sandbox_cfg):
+    cfg = sandbox_cfg
+    assert cfg.scenes.resolution == 64 and cfg.scenes.split == "sandbox"   # the profile's overlay
+    # step_scale 0.25 applies before the -S overrides, which set the steps themselves
+    assert cfg.methods["bas"].phases["phase1"].steps == 8
+    scene_id = pipeline.stage(cfg)["selected"][0]
+    pipeline.train_generate(cfg, "bas", scene_id)
+    pipeline.score(cfg, "bas", scene_id)
+    scores = pd.read_parquet(pipeline.paths.scene_scores_path(cfg, "bas", scene_id))
+    scene = json.loads((pipeline.paths.scenes_dir(cfg) / scene_id / "scene.json").read_text())
+    n = len(scene["concepts"])
+    # one row per (image, concept of its prompt): 2^n - 1 subsets, 1 template, 1 seed
+    assert scores.groupby("image_id").ngroups == 2 ** n - 1
+    assert scores["prompt_similarity"].between(-1, 1).all()
+    assert set(scores["concept_class"]) <= {"circle", "square", "triangle", "star", "cross"}
+    found = scores["identity_similarity"].dropna()
+    assert found.between(-1, 1).all()
+
+
+@pytest.mark.parametrize("part", ["clip", "dino", "segmenter", "judge"])
+def test_committed_scorers_measure_what_their_records_say(part):
+    from bas.sandbox import check
+
+    record = json.loads((WEIGHTS / part / "training_record.json").read_text())
+    figures = check._measurers()[part](WEIGHTS / part, config.load(REPO / "params.yaml"))
+    flat_record, flat_now = check.flatten(record["validity"]), check.flatten(figures)
+    for key, value in flat_record.items():
+        if isinstance(value, float):
+            assert flat_now[key] == pytest.approx(value, abs=0.01), key
