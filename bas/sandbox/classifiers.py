@@ -55,6 +55,8 @@ MIN_SEGMENT_FRACTION = 20 / (world.SIZE * world.SIZE)   # smallest kept componen
 SEGMENTER_SIDES = (world.MIN_SIDE, 50)
 JUDGE_SIDES = (world.MIN_SIDE - 4, world.MAX_SIDE + 4)
 
+OBJECT_WEIGHT_AREA = 400   # px; an object this large weighs 1 a pixel in the segmenter's loss (0: unweighted)
+
 HELDOUT_SEGMENTER_IMAGES = 400
 HELDOUT_JUDGE_IMAGES = 1000
 CHECKPOINT_EVERY = 50
@@ -109,10 +111,26 @@ def judge_targets(scenes: Sequence[world.WorldImage]) -> dict[str, torch.Tensor]
     return {head: torch.tensor([JUDGE_HEADS[head].index(v) for v in vals]) for head, vals in values.items()}
 
 
-def segmenter_batch(seed: int, stream: str, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_weights(scene: world.WorldImage) -> np.ndarray:
+    """(SIZE, SIZE) loss weights: 1 on background, sqrt(OBJECT_WEIGHT_AREA / area) on an object.
+
+    Plain per-pixel cross-entropy lets big objects outweigh small ones by their area; the
+    validity figure (and identity similarity) counts each object once, whatever its size.
+    """
+    weights = np.ones((world.SIZE, world.SIZE), np.float32)
+    if OBJECT_WEIGHT_AREA:
+        for mask in scene.masks:
+            weights[mask] = np.sqrt(OBJECT_WEIGHT_AREA / max(1, mask.sum()))
+    return weights
+
+
+def segmenter_batch(seed: int, stream: str, step: int, batch_size: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixels (B, 3, H, W), class labels (B, H, W) and loss weights (B, H, W) of one step's scenes."""
     rng = stage_rng(seed, stream, step)
     scenes = [segmenter_scene(rng) for _ in range(batch_size)]
-    return to_pixels(scenes), torch.from_numpy(np.stack([class_map(s) for s in scenes]))  # (B,3,H,W), (B,H,W)
+    return (to_pixels(scenes), torch.from_numpy(np.stack([class_map(s) for s in scenes])),
+            torch.from_numpy(np.stack([pixel_weights(s) for s in scenes])))
 
 
 def judge_batch(seed: int, stream: str, step: int, batch_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -155,7 +173,7 @@ class SegmenterNet(nn.Module):
     its object's outline, which is what tells the shapes apart.
     """
 
-    def __init__(self, widths: Sequence[int] = (12, 24, 48, 64), classes: int = len(SEGMENTER_CLASSES)):
+    def __init__(self, widths: Sequence[int] = (12, 24, 64, 96), classes: int = len(SEGMENTER_CLASSES)):
         super().__init__()
         w = list(widths)
         self.widths = w
@@ -164,7 +182,9 @@ class SegmenterNet(nn.Module):
                                   for i in range(len(w) - 1))
         self.bottom = _conv(w[-1], w[-1])
         # One conv per decoder stage: the decoder runs at the high resolutions, where convs cost most.
-        self.up = nn.ModuleList(_conv(w[i + 1] + w[i], w[i]) for i in reversed(range(len(w) - 1)))
+        # The last stage, at full resolution, only mixes the upsampled features with the stem's (1x1).
+        self.up = nn.ModuleList(_conv(w[i + 1] + w[i], w[i]) for i in reversed(range(1, len(w) - 1)))
+        self.fuse = nn.Sequential(nn.Conv2d(w[1] + w[0], w[0], 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
         self.head = nn.Conv2d(w[0], classes, 1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -174,7 +194,7 @@ class SegmenterNet(nn.Module):
             x = block(x)
             skips.append(x)
         x = self.bottom(skips.pop())                            # (B, w3, 8, 8)
-        for block in self.up:
+        for block in [*self.up, self.fuse]:
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
             x = block(torch.cat([x, skip], dim=1))
@@ -378,9 +398,10 @@ def fit_segmenter(cfg: SandboxConfig, work_dir: Path, checkpoint_every: int = CH
     net = SegmenterNet()
 
     def loss_at(model: nn.Module, step: int) -> torch.Tensor:
-        pixels, labels = segmenter_batch(cfg.seed, "segmenter", step, cfg.segmenter.batch_size)
+        pixels, labels, weights = segmenter_batch(cfg.seed, "segmenter", step, cfg.segmenter.batch_size)
         pixels = degrade(pixels, _augment_generator(cfg.seed, "segmenter", step))
-        return F.cross_entropy(model(pixels), labels)
+        per_pixel = F.cross_entropy(model(pixels), labels, reduction="none")     # (B, H, W)
+        return (per_pixel * weights).sum() / weights.sum()
 
     return _fit("segmenter", net, cfg.segmenter, loss_at, work_dir, checkpoint_every)
 
