@@ -648,9 +648,9 @@ class SandboxConfig:
     vae: SandboxStage = field(default_factory=lambda: SandboxStage(400, 16, 1e-3, 20))
     base: SandboxStage = field(default_factory=lambda: SandboxStage(1200, 32, 5e-4, 100))
     clip: SandboxStage = field(default_factory=lambda: SandboxStage(1500, 64, 1e-3, 100))
-    dino: SandboxStage = field(default_factory=lambda: SandboxStage(1500, 64, 1e-3, 100))
+    dino: SandboxStage = field(default_factory=lambda: SandboxStage(700, 64, 1e-3, 70))
     segmenter: SandboxStage = field(default_factory=lambda: SandboxStage(1000, 32, 1e-3, 50))
-    judge: SandboxStage = field(default_factory=lambda: SandboxStage(1000, 64, 1e-3, 50))
+    judge: SandboxStage = field(default_factory=lambda: SandboxStage(800, 32, 2e-3, 30))
     ema_decay: float = 0.999
     caption_dropout: float = 0.1      # empty caption, so classifier-free guidance works
     attribute_dropout: float = 0.1    # a colour/pattern word left out of a caption
