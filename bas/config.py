@@ -649,7 +649,7 @@ class SandboxConfig:
     base: SandboxStage = field(default_factory=lambda: SandboxStage(1200, 32, 5e-4, 100))
     clip: SandboxStage = field(default_factory=lambda: SandboxStage(1500, 64, 1e-3, 100))
     dino: SandboxStage = field(default_factory=lambda: SandboxStage(700, 64, 1e-3, 70))
-    segmenter: SandboxStage = field(default_factory=lambda: SandboxStage(1000, 32, 1e-3, 50))
+    segmenter: SandboxStage = field(default_factory=lambda: SandboxStage(1200, 16, 3e-3, 50))
     judge: SandboxStage = field(default_factory=lambda: SandboxStage(800, 32, 2e-3, 30))
     ema_decay: float = 0.999
     caption_dropout: float = 0.1      # empty caption, so classifier-free guidance works

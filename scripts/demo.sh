@@ -13,11 +13,10 @@ profile=${1:-sandbox}
 bash scripts/setup.sh
 source scripts/env.sh
 
-overrides=$(python scripts/demo_overrides.py "$profile")
+mapfile -t overrides < <(python scripts/demo_overrides.py "$profile")
 echo "demo ($profile profile): params.yaml with these overrides:"
-echo "  $overrides"
-# shellcheck disable=SC2086  # the overrides are separate -S arguments
-bas $overrides run
+printf '  %s %s\n' "${overrides[@]}"
+bas "${overrides[@]}" run
 if [[ $profile == tiny ]]; then
     echo "demo: report at reports/report.html (tiny profile: random-weight models, the numbers mean nothing)"
 else

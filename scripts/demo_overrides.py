@@ -1,9 +1,10 @@
-"""Print the `-S key=value` overrides of the README's main job, for a model profile.
+"""Print the `-S key=value` overrides (one argument a line) of the README's main job, for a model profile.
 
 `sandbox` (the default): the full protocol on the sandbox world with bas's own trained
 models (docs/SANDBOX.md): every method, every loss term and every training step of the
-sandbox profile; only the number of scenes, the prior-preservation images and the DDIM steps
-shrink and images are sampled in batches, so the run takes minutes on a 2-core CPU and its numbers mean something.
+sandbox profile; only the amounts shrink (two scenes, five of the ten prompt contexts, 20 DDIM
+steps, 16 prior-preservation images, batched sampling), so the run takes about half an hour
+on a 2-core CPU and its numbers mean something.
 
 `tiny`: the machinery smoke run on random-weight models (numbers mean nothing): every
 training phase capped at TINY_STEPS steps, two scenes, few DDIM steps.
@@ -17,13 +18,16 @@ import sys
 from bas import config
 from bas.training import get_recipe
 
+FIRST_TEMPLATES = 5   # the first five of the protocol's ten contexts (beach, jungle, snow, street, fabric)
+
 SANDBOX = {
     "models.profile": "sandbox",
-    "scenes.num_scenes": 3,
+    "scenes.num_scenes": 2,
     "training.progress_bar": False,
     "training.prior_images.num_images": 16,
     "training.prior_images.sampling_steps": 25,
-    "generation.steps": 25,
+    "generation.steps": 20,
+    "generation.templates": FIRST_TEMPLATES,
     # Batched sampling: an image then depends (in its last bits) on its batch, which a demo
     # does not mind; one image per call would triple the CPU time.
     "generation.batch_invariant": "never",
@@ -43,7 +47,9 @@ TINY = {
 
 def overrides_for(profile: str, params: str = "params.yaml") -> dict:
     if profile == "sandbox":
-        return dict(SANDBOX)
+        overrides = dict(SANDBOX)
+        overrides["generation.templates"] = list(config.load(params).generation.templates[:FIRST_TEMPLATES])
+        return overrides
     if profile != "tiny":
         raise SystemExit(f"demo_overrides: unknown profile {profile!r} (sandbox or tiny)")
     overrides = dict(TINY)
@@ -56,7 +62,10 @@ def overrides_for(profile: str, params: str = "params.yaml") -> dict:
 
 
 def main(profile: str = "sandbox", params: str = "params.yaml") -> None:
-    print(" ".join(f"-S {key}={json.dumps(value)}" for key, value in overrides_for(profile, params).items()))
+    # One argument a line (values hold spaces): demo.sh reads them into an array.
+    for key, value in overrides_for(profile, params).items():
+        print("-S")
+        print(f"{key}={json.dumps(value)}")
 
 
 if __name__ == "__main__":
