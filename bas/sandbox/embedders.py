@@ -64,7 +64,8 @@ CLIP_CONFIG = {  # open_clip model config (registered as registry.SANDBOX_CLIP_M
 DINO_KWARGS = dict(img_size=64, patch_size=8, embed_dim=64, depth=4, num_heads=2)
 
 CLIP_POOL_IMAGES = 8192           # rendered once, 256 at a time, from seed stream "clip-pool"
-CLASS_PROMPT_SHARE = 0.3          # captions naming shapes only: the form prompt similarity scores
+CLASS_PROMPT_SHARE = 0.5          # captions naming shapes only: the form prompt similarity scores
+BACKGROUNDS_PER_BATCH = 2         # a batch's images share few backgrounds, so objects must tell them apart
 MASKED_SHARE = 0.2                # one object masked on black, captioned without background (CLIP-I's form)
 BACKGROUND_DROPOUT = 0.1          # the background phrase left out, as in the base model's captions
 CLIP_HELDOUT_IMAGES = 256         # retrieval set, seed stream "clip-heldout"
@@ -148,10 +149,17 @@ def clip_pool(seed: int, count: int, stream: str = "clip-pool") -> list[world.Wo
 
 def clip_batch(pool: Sequence[world.WorldImage], seed: int, step: int, batch_size: int,
                attribute_dropout: float) -> tuple[np.ndarray, list[str]]:
-    """(B, 64, 64, 3) uint8 images and their augmented captions for training step `step`."""
+    """(B, 64, 64, 3) uint8 images and their augmented captions for training step `step`.
+
+    The images come from BACKGROUNDS_PER_BATCH backgrounds: with ten in a batch of 64, the
+    background and a colour would tell almost every image from the others, and CLIP would
+    never need to learn shapes, which is most of what prompt similarity asks of it.
+    """
     rng = random.Random(f"{seed}:clip:{step}")
+    backgrounds = rng.sample(sorted(world.BACKGROUNDS), BACKGROUNDS_PER_BATCH)
+    candidates = [i for i, w in enumerate(pool) if w.background in backgrounds]
     images, captions = [], []
-    for index in rng.sample(range(len(pool)), batch_size):
+    for index in rng.sample(candidates, batch_size):
         w = pool[index]
         masked = rng.random() < MASKED_SHARE
         if masked:
@@ -394,43 +402,50 @@ def load_sandbox_clip(directory: Path):
     return registry.load_clip(s)
 
 
-def retrieval_top1(image_emb: torch.Tensor, truths: Sequence[str], embed_texts: Callable) -> float:
-    """Share of images whose best-matching candidate is their own text.
-
-    The candidates are the distinct texts of the set; an image is right when its top candidate
-    equals its own text, so two images with the same text do not count against each other.
-    """
-    candidates = sorted(set(truths))
-    text_emb = embed_texts(candidates)                                  # (C, D)
-    best = (image_emb @ text_emb.T).argmax(1).tolist()                  # (N,)
-    return float(np.mean([candidates[b] == t for b, t in zip(best, truths)]))
-
-
 def measure_clip(directory: Path, cfg: Config) -> dict:
     """Held-out retrieval of the saved CLIP, through `bas.scoring`'s CLIP embedder.
 
-    CLIP_HELDOUT_IMAGES images of the seed stream "clip-heldout" (no training image comes
-    from it), any identity. Two figures, each over the set's distinct texts as candidates:
+    CLIP_HELDOUT_IMAGES world images of the seed stream "clip-heldout" (no training image
+    comes from it), any identity. Two figures:
     - `caption_top1`: full captions (every colour and pattern, the background, objects in
-      painting order), among the set's distinct captions;
-    - `class_prompt_top1`: prompts as prompt similarity scores them, shapes only ("a photo of
-      a circle and a square at the beach", shapes in a fixed order), among the set's distinct
-      class prompts. This needs counting and the background, not colours.
+      painting order); the candidates are the set's distinct captions, and an image is right
+      when its best candidate is its own caption (two images with one caption do not count
+      against each other);
+    - `class_prompt_top1`: prompts as prompt similarity scores them, shapes only ("a photo
+      of a circle and a square at the beach"), for the held-out images whose objects have
+      distinct shapes, as evaluation scenes' do; the candidates are every such prompt, each
+      non-empty set of shapes (in a fixed order) with each of the ten contexts. Right means
+      the exact set of shapes and the background.
     """
+    from itertools import combinations
+
     from bas.scoring.clip_scores import ClipEmbedder
 
     model, preprocess, tokenizer = load_sandbox_clip(directory)
     embedder = ClipEmbedder(SimpleNamespace(clip_model=model, clip_preprocess=preprocess, clip_tokenizer=tokenizer),
                             torch.device("cpu"))
     held_out = world_batch(cfg.sandbox.seed, "clip-heldout", 0, CLIP_HELDOUT_IMAGES, identities=world.ALL_IDENTITIES)
-    image_emb = embedder.images([Image.fromarray(w.image) for w in held_out])
+    image_emb = embedder.images([Image.fromarray(w.image) for w in held_out])            # (N, D)
     captions = [w.caption() for w in held_out]
-    prompts = [class_prompt(sorted((o.shape for o in w.objects), key=world.SHAPES.index), w.background)
-               for w in held_out]
-    return {"caption_top1": round(retrieval_top1(image_emb, captions, embedder.texts), 4),
-            "class_prompt_top1": round(retrieval_top1(image_emb, prompts, embedder.texts), 4),
+    caption_top1 = _top1(image_emb, captions, sorted(set(captions)), embedder.texts)
+
+    distinct = [i for i, w in enumerate(held_out) if len({o.shape for o in w.objects}) == len(w.objects)]
+    prompts = [class_prompt(sorted((o.shape for o in held_out[i].objects), key=world.SHAPES.index),
+                            held_out[i].background) for i in distinct]
+    every_prompt = [class_prompt(shapes, background) for n in range(1, len(world.SHAPES) + 1)
+                    for shapes in combinations(world.SHAPES, n) for background in world.BACKGROUNDS]
+    class_top1 = _top1(image_emb[distinct], prompts, every_prompt, embedder.texts)
+    return {"caption_top1": round(caption_top1, 4), "class_prompt_top1": round(class_top1, 4),
             "heldout_images": len(held_out), "caption_candidates": len(set(captions)),
-            "class_prompt_candidates": len(set(prompts))}
+            "class_prompt_images": len(distinct), "class_prompt_candidates": len(every_prompt)}
+
+
+def _top1(image_emb: torch.Tensor, truths: Sequence[str], candidates: Sequence[str],
+          embed_texts: Callable) -> float:
+    """Share of images whose best-matching candidate text is their own."""
+    text_emb = embed_texts(list(candidates))                           # (C, D)
+    best = (image_emb @ text_emb.T).argmax(1).tolist()                 # (N,)
+    return float(np.mean([candidates[b] == t for b, t in zip(best, truths)]))
 
 
 # --------------------------------------------------------------------------- DINO

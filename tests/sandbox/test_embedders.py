@@ -100,7 +100,7 @@ def test_pair_auc():
 @pytest.fixture
 def small(monkeypatch):
     """Pools and held-out sets of a few images, so a training run takes seconds."""
-    monkeypatch.setattr(embedders, "CLIP_POOL_IMAGES", 16)
+    monkeypatch.setattr(embedders, "CLIP_POOL_IMAGES", 64)
     monkeypatch.setattr(embedders, "CLIP_HELDOUT_IMAGES", 12)
     monkeypatch.setattr(embedders, "DINO_POOL_VIEWS", 2)
     monkeypatch.setattr(embedders, "DINO_HELDOUT_VIEWS", 2)

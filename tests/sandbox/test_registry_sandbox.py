@@ -29,7 +29,7 @@ def weights(tmp_path_factory):
     if (root / "dino" / "training_record.json").exists():   # another test module trained them
         return cfg
     patch = pytest.MonkeyPatch()
-    for name, value in (("CLIP_POOL_IMAGES", 16), ("CLIP_HELDOUT_IMAGES", 12), ("DINO_POOL_VIEWS", 2),
+    for name, value in (("CLIP_POOL_IMAGES", 64), ("CLIP_HELDOUT_IMAGES", 12), ("DINO_POOL_VIEWS", 2),
                         ("DINO_HELDOUT_VIEWS", 2)):
         patch.setattr(embedders, name, value)
     try:
