@@ -647,7 +647,7 @@ class SandboxConfig:
     world_images: int = 24
     vae: SandboxStage = field(default_factory=lambda: SandboxStage(400, 16, 1e-3, 20))
     base: SandboxStage = field(default_factory=lambda: SandboxStage(1200, 32, 5e-4, 100))
-    clip: SandboxStage = field(default_factory=lambda: SandboxStage(1500, 64, 1e-3, 100))
+    clip: SandboxStage = field(default_factory=lambda: SandboxStage(850, 64, 2e-3, 85))
     dino: SandboxStage = field(default_factory=lambda: SandboxStage(700, 64, 1e-3, 70))
     segmenter: SandboxStage = field(default_factory=lambda: SandboxStage(1200, 16, 3e-3, 50))
     judge: SandboxStage = field(default_factory=lambda: SandboxStage(800, 32, 2e-3, 30))

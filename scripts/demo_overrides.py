@@ -1,7 +1,8 @@
 """Print the `-S key=value` overrides (one argument a line) of the README's main job, for a model profile.
 
-`sandbox` (the default): the full protocol on the sandbox world with bas's own trained
-models (docs/SANDBOX.md): every method, every loss term and every training step of the
+`sandbox` (the default): the protocol on the sandbox world with bas's own trained models
+(docs/SANDBOX.md) for the five methods behind the papers' central claims (BaS, TI-m, DB-m,
+CD-m, BaS without its attention loss), every loss term and every training step of the
 sandbox profile; only the amounts shrink (two scenes, five of the ten prompt contexts, 20 DDIM
 steps, 16 prior-preservation images, batched sampling), so the run takes about half an hour
 on a 2-core CPU and its numbers mean something.
@@ -22,6 +23,9 @@ FIRST_TEMPLATES = 5   # the first five of the protocol's ten contexts (beach, ju
 
 SANDBOX = {
     "models.profile": "sandbox",
+    # The methods behind the papers' central claims (TI-m vs DB-m vs BaS, the attention loss);
+    # `bas -S models.profile=sandbox run` runs all twelve.
+    "orchestration.methods": ["bas", "ti_m", "db_m", "cd_m", "bas_no_attn_loss"],
     "scenes.num_scenes": 2,
     "training.progress_bar": False,
     "training.prior_images.num_images": 16,
