@@ -79,7 +79,10 @@ def weights_identity(models_cfg, parts: tuple[str, ...]) -> Optional[str]:
     from bas.models.registry import sandbox_weights_dir
 
     root = sandbox_weights_dir(models_cfg)
-    files = sorted(f for part in parts if (root / part).is_dir() for f in (root / part).rglob("*") if f.is_file())
+    # The weights and configs only: the training record gains validity figures after training
+    # (`bas sandbox train --only validity`), which changes no output.
+    files = sorted(f for part in parts if (root / part).is_dir() for f in (root / part).rglob("*")
+                   if f.is_file() and f.name != "training_record.json")
     return _files_digest(tuple((f.relative_to(root).as_posix(), str(f), f.stat().st_mtime_ns, f.stat().st_size)
                                for f in files))
 

@@ -173,5 +173,8 @@ def test_sandbox_weights_are_part_of_the_fingerprints(tmp_path):
     assert first != pipeline.weights_identity(a, ("clip",))
     (tmp_path / "a" / "diffusion" / "unet" / "weights.bin").write_bytes(b"trained again")
     assert pipeline.weights_identity(a, ("diffusion",)) != first
+    retrained = pipeline.weights_identity(a, ("diffusion",))
+    (tmp_path / "a" / "diffusion" / "training_record.json").write_text('{"validity": {}}')
+    assert pipeline.weights_identity(a, ("diffusion",)) == retrained   # a record is not a weight
     tiny = config.load(REPO / "params.yaml", {"models.profile": "tiny"}).models
     assert pipeline.weights_identity(tiny, ("diffusion",)) is None

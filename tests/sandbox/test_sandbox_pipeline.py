@@ -26,8 +26,8 @@ def sandbox_cfg(tmp_path_factory):
         "paths.storage_root": str(tmp_path_factory.mktemp("sandbox-storage")),
         "scenes.num_scenes": 1,
         "training.progress_bar": False,
-        "methods.bas.phases.phase1.steps": 8,
-        "methods.bas.phases.phase2.steps": 8,
+        "methods.bas.phases.phase1.steps": 32,
+        "methods.bas.phases.phase2.steps": 32,
         "generation.templates": [FIRST_TEMPLATE],
         "generation.steps": 10,
         "orchestration.methods": ["bas"],
@@ -37,7 +37,7 @@ def sandbox_cfg(tmp_path_factory):
 def test_the_sandbox_profile_runs_the_protocol_on_its_own_world(sandbox_cfg):
     cfg = sandbox_cfg
     assert cfg.scenes.resolution == 64 and cfg.scenes.split == "sandbox"   # the profile's overlay
-    # step_scale 0.25 applies before the -S overrides, which set the steps themselves
+    # the profile's step_scale (0.25) rescales every recipe, -S overrides included
     assert cfg.methods["bas"].phases["phase1"].steps == 8
     scene_id = pipeline.stage(cfg)["selected"][0]
     pipeline.train_generate(cfg, "bas", scene_id)
