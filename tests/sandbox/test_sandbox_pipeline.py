@@ -46,9 +46,10 @@ def test_the_sandbox_profile_runs_the_protocol_on_its_own_world(sandbox_cfg):
     scene = json.loads((pipeline.paths.scenes_dir(cfg) / scene_id / "scene.json").read_text())
     n = len(scene["concepts"])
     # one row per (image, concept of its prompt): 2^n - 1 subsets, 1 template, 1 seed
-    assert scores.groupby("image_id").ngroups == 2 ** n - 1
+    assert scores.groupby("path").ngroups == 2 ** n - 1
+    assert (scores["profile"] == "sandbox").all()
     assert scores["prompt_similarity"].between(-1, 1).all()
-    assert set(scores["concept_class"]) <= {"circle", "square", "triangle", "star", "cross"}
+    assert set(scores["class_name"]) <= {"circle", "square", "triangle", "star", "cross"}
     found = scores["identity_similarity"].dropna()
     assert found.between(-1, 1).all()
 
