@@ -647,9 +647,12 @@ class SandboxConfig:
     world_images: int = 24
     vae: SandboxStage = field(default_factory=lambda: SandboxStage(400, 16, 1e-3, 20))
     base: SandboxStage = field(default_factory=lambda: SandboxStage(1200, 32, 5e-4, 100))
-    clip: SandboxStage = field(default_factory=lambda: SandboxStage(850, 64, 2e-3, 85))
+    # A second cosine cycle of base training that continues from `base`'s last step (a warm
+    # restart, SGDR), so more compute extends a finished run instead of repeating it.
+    base_restart: Optional[SandboxStage] = field(default_factory=lambda: SandboxStage(1400, 32, 5e-4, 50))
+    clip: SandboxStage = field(default_factory=lambda: SandboxStage(3400, 64, 2e-3, 340))
     dino: SandboxStage = field(default_factory=lambda: SandboxStage(700, 64, 1e-3, 70))
-    segmenter: SandboxStage = field(default_factory=lambda: SandboxStage(1200, 16, 3e-3, 50))
+    segmenter: SandboxStage = field(default_factory=lambda: SandboxStage(3600, 16, 3e-3, 150))
     judge: SandboxStage = field(default_factory=lambda: SandboxStage(800, 32, 2e-3, 30))
     ema_decay: float = 0.999
     caption_dropout: float = 0.1      # empty caption, so classifier-free guidance works

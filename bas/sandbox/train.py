@@ -72,7 +72,9 @@ def train_diffusion_model(cfg: Config, work_dir: Path) -> dict:
     unet, text_encoder = td.train_base(sb, vae, tokenizer, work_dir)
     record = {
         "model": "sandbox base text-to-image model (diffusers UNet2DConditionModel + CLIPTextModel + AutoencoderKL)",
-        "seed": sb.seed, "params": {"vae": to_dict(sb.vae), "base": to_dict(sb.base), "ema_decay": sb.ema_decay,
+        "seed": sb.seed, "params": {"vae": to_dict(sb.vae), "base": to_dict(sb.base),
+                                    "base_restart": to_dict(sb.base_restart) if sb.base_restart else None,
+                                    "ema_decay": sb.ema_decay,
                                     "caption_dropout": sb.caption_dropout, "attribute_dropout": sb.attribute_dropout,
                                     "min_snr_gamma": sb.min_snr_gamma},
         "architecture": {"unet": _jsonable(architecture.UNET_CONFIG), "vae": _jsonable(architecture.VAE_CONFIG),

@@ -58,6 +58,20 @@ def to_pixels(images: list[world.WorldImage]) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
+def base_phases(cfg: SandboxConfig) -> list[SandboxStage]:
+    """The base model's training phases, in order: `base`, then its warm restart if any."""
+    return [cfg.base] + ([cfg.base_restart] if cfg.base_restart is not None else [])
+
+
+def phase_at(phases: list[SandboxStage], step: int) -> tuple[SandboxStage, int]:
+    """(phase, step within it) of a global step; steps past the end belong to the last phase."""
+    for phase in phases[:-1]:
+        if step < phase.steps:
+            return phase, step
+        step -= phase.steps
+    return phases[-1], step
+
+
 def lr_at(stage: SandboxStage, step: int) -> float:
     """Linear warm-up, then cosine decay to a tenth of the peak."""
     if step < stage.warmup_steps:
@@ -178,9 +192,10 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
     scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     alphas_cumprod = scheduler.alphas_cumprod                      # (1000,)
     snr = alphas_cumprod / (1 - alphas_cumprod)
-    stage = cfg.base
+    phases = base_phases(cfg)
+    total_steps = sum(p.steps for p in phases)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=1e-2)
+    opt = torch.optim.AdamW(params, lr=cfg.base.lr, weight_decay=1e-2)
     ckpt = Checkpointer(work_dir, "base", every=checkpoint_every)
     start = 0
     if (state := ckpt.load()) is not None:
@@ -199,10 +214,12 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
         return {"step": step, "unet": unet.state_dict(), "text": text_encoder.state_dict(),
                 "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(), "opt": opt.state_dict()}
 
-    for step in range(start, stage.steps):
+    for step in range(start, total_steps):
+        phase, phase_step = phase_at(phases, step)
         for group in opt.param_groups:
-            group["lr"] = lr_at(stage, step)
-        images = world_batch(cfg.seed, "base", step, stage.batch_size)
+            group["lr"] = lr_at(phase, phase_step)
+        # Batches, noise and captions are keyed by the global step: a restart continues the stream.
+        images = world_batch(cfg.seed, "base", step, phase.batch_size)
         text_rng = random.Random(f"{cfg.seed}:base-captions:{step}")
         captions = ["" if text_rng.random() < cfg.caption_dropout else
                     w.caption(text_rng, drop_attribute=cfg.attribute_dropout, drop_background=0.1)
@@ -226,9 +243,9 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
         _ema_update(ema_text, text_encoder, decay)
         losses.append(loss.item())
         if (step + 1) % log_every == 0:
-            _progress("base", step + 1, stage.steps, started, start, loss=float(np.mean(losses[-log_every:])))
+            _progress("base", step + 1, total_steps, started, start, loss=float(np.mean(losses[-log_every:])))
         ckpt.maybe_save(step + 1, lambda: snapshot(step + 1))
-    ckpt.maybe_save(stage.steps, lambda: snapshot(stage.steps), force=True)
+    ckpt.maybe_save(total_steps, lambda: snapshot(total_steps), force=True)
     ema_unet.eval()
     ema_text.eval()
     return ema_unet, ema_text

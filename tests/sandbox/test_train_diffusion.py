@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from bas.config import SandboxConfig, SandboxStage
 from bas.models.tokenizer import write_clip_tokenizer
 from bas.sandbox import train_diffusion as td
 
-TINY = SandboxConfig(vae=SandboxStage(3, 2, 1e-3, 1), base=SandboxStage(4, 2, 5e-4, 1))
+TINY = SandboxConfig(vae=SandboxStage(3, 2, 1e-3, 1), base=SandboxStage(4, 2, 5e-4, 1), base_restart=None)
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -49,6 +50,18 @@ def test_lr_schedule_warms_up_then_decays_to_a_tenth():
     assert td.lr_at(stage, 110) == pytest.approx(0.1)
 
 
+def test_warm_restart_phase_follows_the_base_phase_with_its_own_cycle():
+    cfg = dataclasses.replace(TINY, base=SandboxStage(100, 1, 1.0, 10), base_restart=SandboxStage(50, 1, 0.5, 5))
+    phases = td.base_phases(cfg)
+    assert td.phase_at(phases, 99) == (cfg.base, 99)
+    assert td.phase_at(phases, 100) == (cfg.base_restart, 0)
+    assert td.phase_at(phases, 149) == (cfg.base_restart, 49)
+    assert td.lr_at(*td.phase_at(phases, 99)) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert td.lr_at(*td.phase_at(phases, 104)) == pytest.approx(0.5)       # re-warmed to the new peak
+    assert td.lr_at(*td.phase_at(phases, 150)) == pytest.approx(0.05)      # and decayed to its tenth
+    assert td.base_phases(TINY) == [TINY.base]
+
+
 def test_world_batches_are_a_function_of_seed_stage_and_step():
     a = td.to_pixels(td.world_batch(0, "base", 5, 3))
     assert torch.equal(a, td.to_pixels(td.world_batch(0, "base", 5, 3)))
@@ -82,6 +95,20 @@ def test_base_training_is_reproducible_and_resumes_exactly(tmp_path, vae, tokeni
     resumed_unet, resumed_text = td.train_base(TINY, vae, tokenizer, tmp_path / "killed", checkpoint_every=1)
     _assert_same(_state(unet), _state(resumed_unet))
     _assert_same(_state(text), _state(resumed_text))
+
+
+def test_a_warm_restart_extends_a_finished_run_exactly(tmp_path, vae, tokenizer):
+    # The committed base model was trained this way: `base` to the end, then `base_restart`
+    # added to the params and the same command rerun. It must equal one uninterrupted run.
+    two_phases = dataclasses.replace(TINY, base=SandboxStage(2, 2, 5e-4, 1), base_restart=SandboxStage(2, 2, 2e-4, 1))
+    unet, text = td.train_base(two_phases, vae, tokenizer, tmp_path / "straight")
+    first_only = dataclasses.replace(two_phases, base_restart=None)
+    td.train_base(first_only, vae, tokenizer, tmp_path / "extended")
+    assert torch.load(tmp_path / "extended" / "base.pt", weights_only=False)["step"] == 2
+    extended_unet, extended_text = td.train_base(two_phases, vae, tokenizer, tmp_path / "extended")
+    assert torch.load(tmp_path / "extended" / "base.pt", weights_only=False)["step"] == 4
+    _assert_same(_state(unet), _state(extended_unet))
+    _assert_same(_state(text), _state(extended_text))
 
 
 def test_saved_model_is_fp16_safetensors_with_its_record(tmp_path, vae, tokenizer):
