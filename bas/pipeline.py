@@ -36,8 +36,9 @@ from typing import Any, Optional, Sequence
 
 from bas import attempts, paths
 from bas.config import Config, to_dict
-from bas.errors import DataError
+from bas.errors import ConfigError, DataError
 from bas.io import atomic_write_json, atomic_write_parquet
+from bas.sandbox.reference import REFERENCES
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "train_generate": ("training", "generation", "models", "scenes", "tokens.py", "batching.py", "pipeline.py"),
     "score": ("scoring", "models", "scenes", "batching.py", "pipeline.py"),
+    "reference": ("sandbox/reference.py", "sandbox/world.py", "generation/grid.py", "pipeline.py"),
 }
+# The sandbox's ground-truth references (bas.sandbox.reference.REFERENCES) may be listed in
+# orchestration.methods next to the methods; their "training and grid" is a render of the true objects.
 DONE_FILE = "done.json"  # in a run directory: train + grid finished for this fingerprint
 
 
@@ -122,6 +126,9 @@ def train_generate_fingerprint(cfg: Config, method: str, scene_id: str) -> str:
     from bas.training.engine import run_key
     from bas.training.methods import get_recipe
 
+    if method in REFERENCES:
+        return _digest({"reference": method, "scene": scene_content_hash(cfg, scene_id),
+                        "generation": to_dict(cfg.generation), "seed": cfg.seed, "code": code_version("reference")})
     scene = SimpleNamespace(scene_id=scene_id, content_hash=scene_content_hash(cfg, scene_id))
     return _digest({"train": run_key(cfg, method, get_recipe(cfg, method), scene),
                     "generation": to_dict(cfg.generation), "seed": cfg.seed,
@@ -190,7 +197,8 @@ def write_recipes(cfg: Config) -> dict:
     written = []
     for method in cfg.orchestration.methods:
         path = paths.recipe_path(cfg, method)
-        content = {"method": method, "recipe": to_dict(get_recipe(cfg, method))}
+        content = ({"method": method, "reference": "ground-truth renders of the sandbox world (bas.sandbox.reference)"}
+                   if method in REFERENCES else {"method": method, "recipe": to_dict(get_recipe(cfg, method))})
         if _read_json(path) != content:
             atomic_write_json(path, content)
             written.append(method)
@@ -229,6 +237,9 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
         if train_generate_done(cfg, method, scene_id, fingerprint):
             log.info("%s/%s: training and grid already finished", method, scene_id)
             summary["images"] = _count_manifest(paths.manifest_path(run))
+        elif method in REFERENCES:
+            summary["images"] = _render_reference(cfg, method, scene_id, run)
+            atomic_write_json(run / DONE_FILE, {"fingerprint": fingerprint, "images": summary["images"]})
         else:
             scene = load_scene(paths.scenes_dir(cfg) / scene_id)
             before = _image_stats(paths.images_dir(run))
@@ -264,6 +275,18 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
             atomic_write_json(run / DONE_FILE, {"fingerprint": fingerprint, "images": len(manifest)})
         record.data["summary"] = summary
     return summary
+
+
+def _render_reference(cfg: Config, reference: str, scene_id: str, run: Path) -> int:
+    from bas.sandbox.reference import render_reference
+    from bas.scenes import load_scene
+
+    if cfg.models.profile != "sandbox":
+        raise ConfigError(f"orchestration.methods: {reference!r} is a ground-truth reference of the sandbox "
+                          f"world and needs models.profile: sandbox (not {cfg.models.profile!r})")
+    if run.exists():
+        shutil.rmtree(run)   # renders of other settings: made again, they take seconds
+    return len(render_reference(cfg, load_scene(paths.scenes_dir(cfg) / scene_id), reference, run))
 
 
 def _grid_complete(cfg: Config, method: str, scene, run: Path) -> bool:

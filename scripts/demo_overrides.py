@@ -24,8 +24,9 @@ FIRST_TEMPLATES = 5   # the first five of the protocol's ten contexts (beach, ju
 SANDBOX = {
     "models.profile": "sandbox",
     # The methods behind the papers' central claims (TI-m vs DB-m vs BaS, the attention loss);
-    # `bas -S models.profile=sandbox run` runs all twelve.
-    "orchestration.methods": ["bas", "ti_m", "db_m", "cd_m", "bas_no_attn_loss"],
+    # `bas -S models.profile=sandbox run` runs all twelve. Then the sandbox's ground-truth
+    # references (bas.sandbox.reference): each metric's ceiling and identity's floor.
+    "orchestration.methods": ["bas", "ti_m", "db_m", "cd_m", "bas_no_attn_loss", "ground_truth", "other_identity"],
     "scenes.num_scenes": 2,
     "training.progress_bar": False,
     "training.prior_images.num_images": 16,

@@ -3,6 +3,7 @@
     bas sandbox world                      # rewrite the bundled evaluation scenes (a COCO root)
     bas sandbox train [--only base,judge]  # train models from the seed; resumable
     bas sandbox check [--samples 100]      # recompute validity figures of the committed weights
+    bas sandbox reference                  # score ground-truth renders: each metric's ceiling and floor
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--samples", type=int, help="base-model samples per set (default: sandbox.validity_samples)")
     check.set_defaults(func=run_check)
 
+    reference = sub.add_parser("reference", help="score ground-truth renders of the staged scenes' objects",
+                               description="Render each staged sandbox scene's grid with the true objects "
+                                           "(ground_truth: each metric's ceiling) and with same-shape objects "
+                                           "of another colour (other_identity: identity's floor), score them "
+                                           "with the profile's scorers and print the means.")
+    reference.add_argument("--out", type=Path, help="output root (default: <storage root>/sandbox-reference)")
+    reference.set_defaults(func=run_reference)
+
 
 def run_world(args: argparse.Namespace) -> int:
     from bas.cli import load_config
@@ -70,3 +79,21 @@ def run_check(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     failures = check_all(cfg, samples=args.samples)
     return 1 if failures else 0
+
+
+def run_reference(args: argparse.Namespace) -> int:
+    from bas import paths
+    from bas.cli import load_config
+    from bas.pipeline import scene_ids
+    from bas.sandbox.reference import score_references
+    from bas.scenes.scene import load_scene
+
+    cfg = load_config(args)
+    scenes_dir = paths.scenes_dir(cfg)
+    scenes = [load_scene(scenes_dir / scene_id) for scene_id in scene_ids(cfg)]
+    out = args.out or paths.storage_root(cfg) / "sandbox-reference"
+    means = score_references(cfg, scenes, scenes_dir, out)
+    table = means.pivot(index="method", columns="metric", values="mean")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"sandbox reference: {len(scenes)} scene(s); images, scores and reference_means.csv in {out}")
+    return 0

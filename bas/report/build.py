@@ -21,7 +21,7 @@ from bas.config import ReportConfig
 from bas.errors import DataError
 from bas.io import atomic_write_bytes, atomic_dir, atomic_write_json, atomic_write_text
 from bas.report import pictures, plots, published, stats
-from bas.report.results import Results, is_ablation, load_results, method_order
+from bas.report.results import Results, is_ablation, is_reference, load_results, method_order
 from bas.scoring.schema import METRICS
 
 log = logging.getLogger(__name__)
@@ -150,11 +150,13 @@ def collect(results: Results, cfg: ReportConfig, plots_dir: Path, results_label:
     summary = stats.method_summary(images, list(METRICS), cfg.bootstrap_samples, cfg.confidence,
                                    cfg.bootstrap_seed)
     means = summary.pivot(index="method", columns="metric", values="mean")
-    candidates = [m for m in methods if cfg.pareto_include_ablations or not is_ablation(m)]
+    # References (sandbox ground truth) are a ceiling and a floor, never on the front.
+    candidates = [m for m in methods if not is_reference(m) and (cfg.pareto_include_ablations or not is_ablation(m))]
     front = stats.pareto_front(
         {m: (means.at[m, X_METRIC], means.at[m, Y_METRIC]) for m in candidates},
         METRICS[X_METRIC].higher_is_better, METRICS[Y_METRIC].higher_is_better)
 
+    compared = images[~images["method"].map(is_reference)]   # tests compare methods only
     made = {}
     made["pareto"] = plots.save(plots.pareto_plot(summary, front, X_METRIC, Y_METRIC, cfg.confidence,
                                                   colors), plots_dir, "pareto")
@@ -201,8 +203,8 @@ def collect(results: Results, cfg: ReportConfig, plots_dir: Path, results_label:
         detection_by_subset=stats.breakdown(images, "subset_size", "detected"),
         templates=images.groupby("template_id")["template"].first().to_dict(),
         mifo=mifo_table(summary, methods),
-        kruskal=[stats.kruskal(images, m) for m in cfg.test_metrics],
-        tukey={m: stats.tukey_pairs(images, m, cfg.confidence) for m in cfg.test_metrics},
+        kruskal=[stats.kruskal(compared, m) for m in cfg.test_metrics],
+        tukey={m: stats.tukey_pairs(compared, m, cfg.confidence) for m in cfg.test_metrics},
         picture_rows=picture_rows, attention_rows=attention_rows,
         published_views=[published_view(t, summary, methods) for t in published.TABLES
                          if t.metric_of_column and t is not published.TL_VS_CUSTOM_DIFFUSION],

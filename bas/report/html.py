@@ -13,7 +13,7 @@ import pandas as pd
 from bas.report import published
 from bas.report.build import BREAKDOWN_METRICS, COMPARE_METRICS, MIFO_COLUMNS, ReportData
 from bas.report.plots import Plot
-from bas.report.results import is_ablation
+from bas.report.results import is_ablation, is_competitor, is_reference, kind_of
 from bas.report.stats import best_methods
 from bas.scoring.schema import METRICS
 
@@ -56,7 +56,7 @@ th { background: #eceef1; text-align: left; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: "DejaVu Sans Mono", monospace;
          font-size: 0.95em; }
 tr:nth-child(even) td { background: #fafbfc; }
-tr.ablation td { color: #555; font-style: italic; }
+tr.ablation td, tr.reference td { color: #555; font-style: italic; }
 td.best { font-weight: bold; }
 td.num small { white-space: nowrap; }
 .published td.ours, .published th.ours { background: #ffffff; border-left: 3px solid #2f5d8a; }
@@ -141,13 +141,13 @@ def direction(metric: str) -> str:
 def frame_table(frame: pd.DataFrame, index_label: str, index_format=str, digits: int = 3,
                 best_per_row: Optional[str] = None) -> str:
     """A numeric frame (rows x methods); `best_per_row` = metric whose best method is bolded."""
-    header = [esc(index_label)] + [f"<i>{esc(c)}</i><br><small>ablation</small>" if is_ablation(c) else esc(c)
+    header = [esc(index_label)] + [f"<i>{esc(c)}</i><br><small>{kind_of(c)}</small>" if kind_of(c) else esc(c)
                                    for c in frame.columns]
     rows = []
     for index, values in frame.iterrows():
         best = set()
         if best_per_row is not None:
-            main = values[[c for c in frame.columns if not is_ablation(c)]].dropna()
+            main = values[[c for c in frame.columns if is_competitor(c)]].dropna()
             if main.nunique() > 1:
                 target = main.max() if METRICS[best_per_row].higher_is_better else main.min()
                 best = set(main.index[main == target])
@@ -168,12 +168,17 @@ def section(key: str, body: str) -> str:
 def overview(data: ReportData) -> str:
     parts = [f"<p>Results read from <code>{esc(data.results_dir)}</code>. Model profile: "
              f"<b>{esc(', '.join(data.profiles))}</b>. Methods: {len(data.methods)} "
-             f"({sum(not is_ablation(m) for m in data.methods)} compared, "
+             f"({sum(is_competitor(m) for m in data.methods)} compared, "
              f"{sum(is_ablation(m) for m in data.methods)} ablation(s) of <code>bas</code>, named "
-             f"<code>bas_no_*</code>, shown in italics and kept off the Pareto front).</p>"]
+             f"<code>bas_no_*</code>, shown in italics and kept off the Pareto front"
+             + (f"; {sum(is_reference(m) for m in data.methods)} ground-truth reference(s) of the sandbox "
+                f"world: the true objects rendered in each grid cell (<code>ground_truth</code>, each metric's "
+                f"ceiling) and same-shape objects of another colour (<code>other_identity</code>, identity's "
+                f"floor), in italics, off the front and out of the tests" if any(map(is_reference, data.methods)) else "")
+             + ").</p>"]
     rows = [[td(esc(m))] + [td(str(int(v)), num=True) for v in data.overview.loc[m]] for m in data.methods]
     parts.append(table(["method", "scenes", "images", "scored (image, concept) pairs"], rows,
-                       ["ablation" if is_ablation(m) else "" for m in data.methods]))
+                       [kind_of(m) for m in data.methods]))
     if data.incomplete:
         parts.append(f'<p class="note">Left out, no <code>scores.parquet</code> yet: '
                      f'{esc(", ".join(data.incomplete))}.</p>')
@@ -216,7 +221,7 @@ def means(data: ReportData) -> str:
             text = f"{fmt(mean)}<br><small>[{fmt(lo)}, {fmt(hi)}]</small>"
             cells.append(td(text, num=True, extra="best" if method in best[m] else ""))
         rows.append(cells)
-    body = table(header, rows, ["ablation" if is_ablation(m) else "" for m in data.methods])
+    body = table(header, rows, [kind_of(m) for m in data.methods])
     body += (f"<p>Mean over images with its {data.cfg.confidence:.0%} bootstrap interval in brackets; "
              f"↑ higher is better, ↓ lower is better; the best compared method per column is bold. "
              f"Identity similarity and CS count only images where MaskFormer found at least one of the "
@@ -233,7 +238,7 @@ def mifo(data: ReportData) -> str:
     for method, values in frame.iterrows():
         rows.append([td(esc(method))] + [td(fmt(v), num=True, extra="best" if method in best.get(c, ()) else "")
                                          for c, v in values.items()])
-    body = table(header, rows, ["ablation" if is_ablation(m) else "" for m in frame.index])
+    body = table(header, rows, [kind_of(m) for m in frame.index])
     body += ("<p>SIM-C = prompt similarity (CLIP), SIM-D = identity similarity (DINO), NSIM-D = DINO "
              "similarity of a generated concept to the scene's other concepts (lower is better), "
              "CS = SIM-C × SIM-D × (1 − NSIM-D) per (image, concept), averaged. "
@@ -408,7 +413,7 @@ def compare(data: ReportData) -> str:
             cells += [td(fmt(r["this"]), num=True), td(fmt(r["other"]), num=True),
                       td(fmt_signed(r["delta"]), num=True, extra=extra)]
         rows.append(cells)
-    parts.append(table(header, rows, ["ablation" if is_ablation(m) else "" for m in methods], compact=True))
+    parts.append(table(header, rows, [kind_of(m) for m in methods], compact=True))
     return section("compare", "\n".join(parts))
 
 

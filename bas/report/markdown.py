@@ -6,7 +6,7 @@ import numpy as np
 
 from bas.report import published
 from bas.report.build import COMPARE_METRICS, MIFO_COLUMNS, ReportData
-from bas.report.results import is_ablation
+from bas.report.results import kind_of
 from bas.scoring.schema import METRICS
 
 
@@ -34,7 +34,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _name(method: str) -> str:
-    return f"*{method}* (ablation)" if is_ablation(method) else method
+    kind = kind_of(method)
+    return f"*{method}* ({kind})" if kind else method
 
 
 def render_markdown(data: ReportData) -> str:
@@ -50,7 +51,7 @@ def render_markdown(data: ReportData) -> str:
         out += [f"- Left out (no scores yet): {', '.join(data.incomplete)}"]
     out += ["", "## Identity vs prompt similarity (BaS Fig. 5)", "",
             "![identity vs prompt similarity](plots/pareto.png)", "",
-            f"Pareto front (both higher is better; ablations excluded): **{', '.join(data.front) or 'none'}**.",
+            f"Pareto front (both higher is better; ablations and references excluded): **{', '.join(data.front) or 'none'}**.",
             ""]
     metrics = list(METRICS)
     header = ["method", "images"] + [f"{METRICS[m].label} {'↑' if METRICS[m].higher_is_better else '↓'}"

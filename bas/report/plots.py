@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from bas.io import atomic_write_bytes  # noqa: E402
 from bas.report.published import PublishedTable  # noqa: E402
-from bas.report.results import is_ablation, method_order  # noqa: E402
+from bas.report.results import is_ablation, is_reference, method_order  # noqa: E402
 from bas.scoring.schema import METRICS  # noqa: E402
 
 # Same bytes for the same inputs (DVC sees an unchanged output as unchanged).
@@ -46,13 +46,15 @@ def method_colors(methods: Sequence[str]) -> dict[str, str]:
     palette = plt.get_cmap("tab10").colors
     ordered = method_order(methods)
     colors = {}
-    main = [m for m in ordered if not is_ablation(m)]
+    main = [m for m in ordered if not is_ablation(m) and not is_reference(m)]
     for i, method in enumerate(main):
         colors[method] = matplotlib.colors.to_hex(palette[i % len(palette)])
     parent = colors.get("bas", "#555555")
     for method in ordered:
         if is_ablation(method):
             colors[method] = parent
+        elif is_reference(method):   # ground truth black, its floor grey
+            colors[method] = "#000000" if method == "ground_truth" else "#888888"
     return colors
 
 
@@ -93,6 +95,8 @@ def pareto_plot(summary: pd.DataFrame, front: Sequence[str], x_metric: str, y_me
             ablation_index += 1
             style = dict(marker=marker, markersize=8, markerfacecolor="white", markeredgewidth=1.6,
                          label=f"{method} (ablation)")
+        elif is_reference(method):
+            style = dict(marker="*", markersize=12, label=f"{method} (reference)")
         else:
             style = dict(marker="o", markersize=9, label=method)
         ax.errorbar([x], [y], xerr=xerr, yerr=yerr, color=colors[method], ecolor=colors[method],

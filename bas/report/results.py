@@ -36,10 +36,27 @@ def is_ablation(method: str) -> bool:
     return method.startswith(ABLATION_PREFIX)
 
 
+def is_reference(method: str) -> bool:
+    """A sandbox ground-truth reference (bas.sandbox.reference): a ceiling or floor, not a method."""
+    from bas.sandbox.reference import REFERENCES
+
+    return method in REFERENCES
+
+
+def is_competitor(method: str) -> bool:
+    return not (is_ablation(method) or is_reference(method))
+
+
+def kind_of(method: str) -> str:
+    """'' for a compared method, else 'ablation' or 'reference' (its label and row style)."""
+    return "ablation" if is_ablation(method) else "reference" if is_reference(method) else ""
+
+
 def method_order(methods) -> list[str]:
-    """Competitors first (alphabetically), then the ablations of `bas`."""
+    """Competitors first (alphabetically), then the ablations of `bas`, then the references."""
     unique = sorted(set(methods))
-    return [m for m in unique if not is_ablation(m)] + [m for m in unique if is_ablation(m)]
+    return ([m for m in unique if is_competitor(m)] + [m for m in unique if is_ablation(m)]
+            + [m for m in unique if is_reference(m)])
 
 
 @dataclass

@@ -342,6 +342,20 @@ def sample_eval_image(rng: np.random.Generator, identities: Sequence[Identity], 
     raise RuntimeError(f"could not place {count} objects of >= {EVAL_MIN_AREA:.0%} each in {max_tries} tries")
 
 
+def place_objects(rng: np.random.Generator, background: str, objects: Sequence[Identity],
+                  max_tries: int = 2000) -> WorldImage:
+    """`objects` at random places and evaluation sizes over `background`, each >= EVAL_MIN_AREA visible."""
+    for _ in range(max_tries):
+        boxes = []
+        for _obj in objects:
+            side = int(rng.integers(34, 50))
+            boxes.append((int(rng.integers(0, SIZE - side + 1)), int(rng.integers(0, SIZE - side + 1)), side))
+        picture = compose(background, objects, boxes, rng)
+        if all(m.mean() >= EVAL_MIN_AREA for m in picture.masks):
+            return picture
+    raise RuntimeError(f"could not place {len(objects)} objects of >= {EVAL_MIN_AREA:.0%} each in {max_tries} tries")
+
+
 # --------------------------------------------------------------------------- COCO export
 
 
