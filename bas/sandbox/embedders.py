@@ -435,7 +435,20 @@ def measure_clip(directory: Path, cfg: Config) -> dict:
     every_prompt = [class_prompt(shapes, background) for n in range(1, len(world.SHAPES) + 1)
                     for shapes in combinations(world.SHAPES, n) for background in world.BACKGROUNDS]
     class_top1 = _top1(image_emb[distinct], prompts, every_prompt, embedder.texts)
+    # The two halves of a class prompt apart: the context given the true shapes (10 candidates)
+    # and the set of shapes given the true context (31 candidates).
+    prompt_emb = dict(zip(every_prompt, embedder.texts(every_prompt)))                   # prompt -> (D,)
+    shape_sets = [s for n in range(1, len(world.SHAPES) + 1) for s in combinations(world.SHAPES, n)]
+    context_right = shapes_right = 0
+    for i in distinct:
+        shapes = tuple(sorted((o.shape for o in held_out[i].objects), key=world.SHAPES.index))
+        contexts = torch.stack([prompt_emb[class_prompt(shapes, b)] for b in world.BACKGROUNDS])        # (10, D)
+        context_right += list(world.BACKGROUNDS)[int((image_emb[i] @ contexts.T).argmax())] == held_out[i].background
+        sets = torch.stack([prompt_emb[class_prompt(s, held_out[i].background)] for s in shape_sets])   # (31, D)
+        shapes_right += shape_sets[int((image_emb[i] @ sets.T).argmax())] == shapes
     return {"caption_top1": round(caption_top1, 4), "class_prompt_top1": round(class_top1, 4),
+            "class_prompt_context_top1": round(context_right / len(distinct), 4),
+            "class_prompt_shapes_top1": round(shapes_right / len(distinct), 4),
             "heldout_images": len(held_out), "caption_candidates": len(set(captions)),
             "class_prompt_images": len(distinct), "class_prompt_candidates": len(every_prompt)}
 

@@ -160,6 +160,9 @@ def test_record_says_how_the_model_was_made(tmp_path, small):
     assert record["device"]["device"] == "cpu" and record["wall_time_s"] > 0
     validity = record["validity"]
     assert 0 <= validity["caption_top1"] <= 1 and 0 <= validity["class_prompt_top1"] <= 1
+    # a class prompt is right only when its context and its shapes are: each half at least as often
+    assert validity["class_prompt_context_top1"] >= validity["class_prompt_top1"]
+    assert validity["class_prompt_shapes_top1"] >= validity["class_prompt_top1"]
     assert validity["heldout_images"] == 12
     # Re-measuring the saved weights gives the recorded figures.
     assert embedders.measure_clip(tmp_path / "clip", small_cfg(tmp_path)) == validity
