@@ -26,6 +26,10 @@ def sandbox_cfg(tmp_path_factory):
         "paths.storage_root": str(tmp_path_factory.mktemp("sandbox-storage")),
         "scenes.num_scenes": 1,
         "training.progress_bar": False,
+        # BaS's prior preservation samples its class images first: 100 x 50 DDIM steps by
+        # default, nine tenths of this test's time; two images exercise the same code.
+        "training.prior_images.num_images": 2,
+        "training.prior_images.sampling_steps": 10,
         "methods.bas.phases.phase1.steps": 32,
         "methods.bas.phases.phase2.steps": 32,
         "generation.templates": [FIRST_TEMPLATE],
