@@ -69,6 +69,9 @@ def train_diffusion_model(cfg: Config, work_dir: Path) -> dict:
     vae, vae_metrics = td.train_vae(sb, work_dir)
     write_clip_tokenizer(work_dir / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(work_dir / "tokenizer")
+    checkpoint = work_dir / "base.pt"   # a resumed (or warm-restarted) run says where it started
+    resumed_at = (torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)["step"]
+                  if checkpoint.exists() else 0)
     unet, text_encoder = td.train_base(sb, vae, tokenizer, work_dir)
     record = {
         "model": "sandbox base text-to-image model (diffusers UNet2DConditionModel + CLIPTextModel + AutoencoderKL)",
@@ -79,7 +82,7 @@ def train_diffusion_model(cfg: Config, work_dir: Path) -> dict:
                                     "min_snr_gamma": sb.min_snr_gamma},
         "architecture": {"unet": _jsonable(architecture.UNET_CONFIG), "vae": _jsonable(architecture.VAE_CONFIG),
                          "text_encoder": architecture.TEXT_CONFIG},
-        "device": device_record(), "wall_time_s": round(time.time() - started, 1),
+        "device": device_record(), "wall_time_s": round(time.time() - started, 1), "base_resumed_at_step": resumed_at,
         "validity": {"vae_psnr_db": round(vae_metrics["psnr_db"], 2)},
     }
     td.save_diffusion(weights_dir(cfg) / "diffusion", vae, unet, text_encoder, record)

@@ -126,3 +126,22 @@ def test_saved_model_is_fp16_safetensors_with_its_record(tmp_path, vae, tokenize
     assert {t.dtype for t in weights.values()} == {torch.float16}
     assert (out / "tokenizer" / "vocab.json").exists()
     assert '"seed": 0' in (out / "training_record.json").read_text()
+
+
+def test_train_stages_write_the_model_and_a_record_of_how_it_was_made(tmp_path):
+    from bas import config
+    from bas.sandbox.train import read_record, run_stages
+
+    sandbox = {"vae": {"steps": 2, "batch_size": 2, "lr": 1e-3}, "base": {"steps": 2, "batch_size": 2, "lr": 5e-4},
+               "base_restart": None}
+    cfg = config.load(overrides={"models.sandbox_weights": str(tmp_path / "weights"), "sandbox": sandbox})
+    run_stages(cfg, ["vae", "base"], tmp_path / "work")
+    record = read_record(tmp_path / "weights" / "diffusion")
+    assert record["base_resumed_at_step"] == 0 and record["params"]["base_restart"] is None
+    assert record["params"]["base"]["steps"] == 2 and record["validity"]["vae_psnr_db"] > 0
+    # More compute later: a warm restart continues the finished run, and the record says from where.
+    sandbox["base_restart"] = {"steps": 1, "batch_size": 2, "lr": 1e-4}
+    cfg = config.load(overrides={"models.sandbox_weights": str(tmp_path / "weights"), "sandbox": sandbox})
+    run_stages(cfg, ["vae", "base"], tmp_path / "work")
+    record = read_record(tmp_path / "weights" / "diffusion")
+    assert record["base_resumed_at_step"] == 2 and record["params"]["base_restart"]["steps"] == 1
