@@ -80,26 +80,9 @@ def weights_identity(models_cfg, parts: tuple[str, ...]) -> Optional[str]:
     """
     if models_cfg.profile != "sandbox":
         return None
-    from bas.models.registry import sandbox_weights_dir
+    from bas.models.registry import sandbox_weights_digest
 
-    root = sandbox_weights_dir(models_cfg)
-    # The weights and configs only: the training record gains validity figures after training
-    # (`bas sandbox train --only validity`), which changes no output.
-    files = sorted(f for part in parts if (root / part).is_dir() for f in (root / part).rglob("*")
-                   if f.is_file() and f.name != "training_record.json")
-    return _files_digest(tuple((f.relative_to(root).as_posix(), str(f), f.stat().st_mtime_ns, f.stat().st_size)
-                               for f in files))
-
-
-@functools.lru_cache(maxsize=32)
-def _files_digest(files: tuple[tuple[str, str, int, int], ...]) -> str:
-    # Keyed by (path, mtime, size): a few MB hashed once per change, not once per scene. The
-    # digest covers relative names and bytes only, so another checkout of the same weights agrees.
-    h = hashlib.sha256()
-    for name, path, _, _ in files:
-        h.update(name.encode())
-        h.update(Path(path).read_bytes())
-    return h.hexdigest()[:16]
+    return sandbox_weights_digest(models_cfg, parts)
 
 
 def _digest(obj: Any) -> str:

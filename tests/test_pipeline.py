@@ -176,5 +176,10 @@ def test_sandbox_weights_are_part_of_the_fingerprints(tmp_path):
     retrained = pipeline.weights_identity(a, ("diffusion",))
     (tmp_path / "a" / "diffusion" / "training_record.json").write_text('{"validity": {}}')
     assert pipeline.weights_identity(a, ("diffusion",)) == retrained   # a record is not a weight
+    # The training engine's run key and the prior-image cache name the base model by the same
+    # digest: a retrained base model trains every method again and samples new class images.
+    from bas.training.prior import model_identity
+
+    assert model_identity(a) == f"sandbox:{retrained}" and model_identity(b) == f"sandbox:{first}"
     tiny = config.load(REPO / "params.yaml", {"models.profile": "tiny"}).models
     assert pipeline.weights_identity(tiny, ("diffusion",)) is None

@@ -12,6 +12,8 @@ or in `models.sandbox_weights`. Weights saved in fp16 are loaded as fp32.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import socket
@@ -350,3 +352,27 @@ def _load_sandbox_segmenter(s: Sources):
     from bas.sandbox.classifiers import SandboxSegmenter
 
     return SandboxSegmenter.load(Path(s.segmenter))
+
+
+def sandbox_weights_digest(models_cfg, parts: tuple[str, ...]) -> str:
+    """A digest of the sandbox model files under `parts` (weights and configs, not the records).
+
+    The training record gains validity figures after training (`bas sandbox train --only
+    validity`), which changes no output, so it is left out.
+    """
+    root = sandbox_weights_dir(models_cfg)
+    files = sorted(f for part in parts if (root / part).is_dir() for f in (root / part).rglob("*")
+                   if f.is_file() and f.name != "training_record.json")
+    return _files_digest(tuple((f.relative_to(root).as_posix(), str(f), f.stat().st_mtime_ns, f.stat().st_size)
+                               for f in files))
+
+
+@functools.lru_cache(maxsize=32)
+def _files_digest(files: tuple[tuple[str, str, int, int], ...]) -> str:
+    # Keyed by (path, mtime, size): a few MB hashed once per change, not once per use. The
+    # digest covers relative names and bytes only, so another checkout of the same weights agrees.
+    h = hashlib.sha256()
+    for name, path, _, _ in files:
+        h.update(name.encode())
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()[:16]

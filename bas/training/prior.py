@@ -32,6 +32,11 @@ def model_identity(models: ModelsConfig) -> str:
         from bas.models.tiny import TINY_VERSION
 
         return f"tiny:v{TINY_VERSION}:seed{models.tiny_seed}"
+    if models.profile == "sandbox":
+        # Files that `bas sandbox train` rewrites in place: their content names them.
+        from bas.models.registry import sandbox_weights_digest
+
+        return f"sandbox:{sandbox_weights_digest(models, ('diffusion',))}"
     return f"{models.profile}:{models.sd21.diffusion}"
 
 
