@@ -4,8 +4,8 @@ The sandbox knows each evaluation object's identity, so for every cell of a scen
 (template, concept subset, seed) the world can render the scene's own objects, the exact
 identities the methods learn, in the template's context at random places and sizes. Scored
 by the same scorers, these images are the *ceiling* of each metric in this world. A second
-reference, `other_identity`, renders objects of the same shapes with another colour or
-pattern: the *floor* of identity similarity for an object that is the right kind of thing
+reference, `other_identity`, renders objects of the same shapes in the next colour (same
+pattern): the *floor* of identity similarity for an object that is the right kind of thing
 but not the right one. A method's numbers read against these two, not against 0 and 1.
 
 No real-data pipeline can do this (nobody has the ground truth of a personalized image);

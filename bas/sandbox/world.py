@@ -332,13 +332,9 @@ def sample_eval_image(rng: np.random.Generator, identities: Sequence[Identity], 
             picks.append(options[int(rng.integers(len(options)))])
         if len(picks) < count:
             continue
-        boxes = []
-        for _obj in picks:
-            side = int(rng.integers(34, 50))
-            boxes.append((int(rng.integers(0, SIZE - side + 1)), int(rng.integers(0, SIZE - side + 1)), side))
-        world = compose(background, picks, boxes, rng)
-        if all(m.mean() >= EVAL_MIN_AREA for m in world.masks):
-            return world
+        picture = _try_eval_placement(rng, background, picks)
+        if picture is not None:
+            return picture
     raise RuntimeError(f"could not place {count} objects of >= {EVAL_MIN_AREA:.0%} each in {max_tries} tries")
 
 
@@ -346,14 +342,21 @@ def place_objects(rng: np.random.Generator, background: str, objects: Sequence[I
                   max_tries: int = 2000) -> WorldImage:
     """`objects` at random places and evaluation sizes over `background`, each >= EVAL_MIN_AREA visible."""
     for _ in range(max_tries):
-        boxes = []
-        for _obj in objects:
-            side = int(rng.integers(34, 50))
-            boxes.append((int(rng.integers(0, SIZE - side + 1)), int(rng.integers(0, SIZE - side + 1)), side))
-        picture = compose(background, objects, boxes, rng)
-        if all(m.mean() >= EVAL_MIN_AREA for m in picture.masks):
+        picture = _try_eval_placement(rng, background, objects)
+        if picture is not None:
             return picture
     raise RuntimeError(f"could not place {len(objects)} objects of >= {EVAL_MIN_AREA:.0%} each in {max_tries} tries")
+
+
+def _try_eval_placement(rng: np.random.Generator, background: str,
+                        objects: Sequence[Identity]) -> Optional[WorldImage]:
+    """One draw of evaluation-size boxes (34-49 px) for `objects`; None unless each is >= EVAL_MIN_AREA visible."""
+    boxes = []
+    for _obj in objects:
+        side = int(rng.integers(34, 50))
+        boxes.append((int(rng.integers(0, SIZE - side + 1)), int(rng.integers(0, SIZE - side + 1)), side))
+    picture = compose(background, objects, boxes, rng)
+    return picture if all(m.mean() >= EVAL_MIN_AREA for m in picture.masks) else None
 
 
 # --------------------------------------------------------------------------- COCO export
