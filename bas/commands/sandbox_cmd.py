@@ -32,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--only", help="comma-separated stages (default: all)")
     train.add_argument("--work-dir", type=Path, default=Path(".cache/bas/sandbox-train"),
                        help="checkpoints of unfinished stages (default: %(default)s)")
+    train.add_argument("--device", default="auto",
+                       help="where vae, base and validity run: auto (the GPU if torch sees one), cpu, cuda, "
+                            "cuda:N (default: %(default)s); the scorers train on the CPU")
+    train.add_argument("--workers", type=int,
+                       help="processes rendering training batches ahead for vae and base (default: 0 on a CPU, "
+                            "up to 8 beside a GPU); results do not depend on it")
     train.set_defaults(func=run_train)
 
     check = sub.add_parser("check", help="recompute the committed models' validity figures",
@@ -63,10 +69,11 @@ def run_world(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from bas.cli import load_config
-    from bas.sandbox.train import parse_stages, run_stages
+    from bas.sandbox.train import parse_stages, resolve_device, resolve_workers, run_stages
 
     cfg = load_config(args)
-    records = run_stages(cfg, parse_stages(args.only), args.work_dir)
+    device = resolve_device(args.device)
+    records = run_stages(cfg, parse_stages(args.only), args.work_dir, device, resolve_workers(args.workers, device))
     for name, record in records.items():
         print(f"{name}: {json.dumps(record.get('validity', record))}")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -30,9 +31,42 @@ SCORER_STAGES = ("clip", "dino", "segmenter", "judge")
 STAGES = ("vae", "base", "clip", "dino", "segmenter", "judge", "validity")
 
 
-def device_record() -> dict:
-    return {"device": "cpu", "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
+def device_record(device: torch.device | str = "cpu", workers: int = 0) -> dict:
+    """Where a model was trained: enough to say which figures a rerun should reproduce exactly."""
+    device = torch.device(device)
+    record = {"device": device.type, "cpu": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    if workers:
+        record["render_workers"] = workers
+    return record
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto`: the GPU when torch sees one, else the CPU; `cpu`, `cuda` or `cuda:N` as named."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"--device {name!r}: not a torch device (auto, cpu, cuda, cuda:N)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name!r}: torch sees no CUDA GPU here (torch {torch.__version__}); "
+                          "use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: the sandbox trainers run on cpu or cuda")
+    return device
+
+
+def resolve_workers(workers: int | None, device: torch.device) -> int:
+    """Render processes for the diffusion stages: none on a CPU (they would take the trainer's
+    cores), up to 8 beside a GPU, which a single renderer would leave waiting."""
+    if workers is None:
+        return min(8, max(0, (os.cpu_count() or 1) - 1)) if device.type == "cuda" else 0
+    if workers < 0:
+        raise ConfigError(f"--workers {workers}: must be 0 (render in the trainer) or more")
+    return workers
 
 
 def parse_stages(only: str | None) -> list[str]:
@@ -56,8 +90,8 @@ def read_record(directory: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def train_diffusion_model(cfg: Config, work_dir: Path) -> dict:
-    """Train VAE and base model, write `<weights_dir>/diffusion`; returns its training record."""
+def train_diffusion_model(cfg: Config, work_dir: Path, device: torch.device | str = "cpu", workers: int = 0) -> dict:
+    """Train VAE and base model on `device`, write `<weights_dir>/diffusion`; returns its training record."""
     from transformers import CLIPTokenizer
 
     from bas.models.tokenizer import write_clip_tokenizer
@@ -66,13 +100,16 @@ def train_diffusion_model(cfg: Config, work_dir: Path) -> dict:
 
     sb = cfg.sandbox
     started = time.time()
-    vae, vae_metrics = td.train_vae(sb, work_dir)
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True   # TF32 matmuls: the GPU's fast fp32 path
+    vae, vae_metrics = td.train_vae(sb, work_dir, device=device, workers=workers)
     write_clip_tokenizer(work_dir / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(work_dir / "tokenizer")
     checkpoint = work_dir / "base.pt"   # a resumed (or warm-restarted) run says where it started
     resumed_at = (torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)["step"]
                   if checkpoint.exists() else 0)
-    unet, text_encoder = td.train_base(sb, vae, tokenizer, work_dir)
+    unet, text_encoder = td.train_base(sb, vae, tokenizer, work_dir, device=device, workers=workers)
+    vae, unet, text_encoder = (m.to("cpu") for m in (vae, unet, text_encoder))
     record = {
         "model": "sandbox base text-to-image model (diffusers UNet2DConditionModel + CLIPTextModel + AutoencoderKL)",
         "seed": sb.seed, "params": {"vae": to_dict(sb.vae), "base": to_dict(sb.base),
@@ -82,7 +119,7 @@ def train_diffusion_model(cfg: Config, work_dir: Path) -> dict:
                                     "min_snr_gamma": sb.min_snr_gamma},
         "architecture": {"unet": _jsonable(architecture.UNET_CONFIG), "vae": _jsonable(architecture.VAE_CONFIG),
                          "text_encoder": architecture.TEXT_CONFIG},
-        "device": device_record(), "wall_time_s": round(time.time() - started, 1), "base_resumed_at_step": resumed_at,
+        "device": device_record(device, workers), "wall_time_s": round(time.time() - started, 1), "base_resumed_at_step": resumed_at,
         "validity": {"vae_psnr_db": round(vae_metrics["psnr_db"], 2)},
     }
     td.save_diffusion(weights_dir(cfg) / "diffusion", vae, unet, text_encoder, record)
@@ -104,18 +141,21 @@ def write_validity(cfg: Config, figures: dict) -> dict:
     return record
 
 
-def run_stages(cfg: Config, stages: Iterable[str], work_dir: Path) -> dict[str, dict]:
+def run_stages(cfg: Config, stages: Iterable[str], work_dir: Path, device: torch.device | str = "cpu",
+               workers: int = 0) -> dict[str, dict]:
+    """Run `stages` in order. `device` and `workers` apply to the diffusion stages (vae, base,
+    validity); the scorers train on the CPU in minutes."""
     stages = list(stages)
     records = {}
     if "vae" in stages or "base" in stages:
         if not ("vae" in stages and "base" in stages):
             raise ConfigError("--only: the stages vae and base run together (the base model is trained on the VAE's latents)")
-        records["diffusion"] = train_diffusion_model(cfg, work_dir)
+        records["diffusion"] = train_diffusion_model(cfg, work_dir, device, workers)
     for stage in SCORER_STAGES:
         if stage in stages:
             records[stage] = train_scorer(cfg, stage, work_dir)
     if "validity" in stages:
-        records["validity"] = measure_base_validity(cfg)
+        records["validity"] = measure_base_validity(cfg, device=device)
     return records
 
 
@@ -125,14 +165,17 @@ def train_scorer(cfg: Config, stage: str, work_dir: Path) -> dict:
     return scorers.train_and_save(cfg, stage, work_dir, weights_dir(cfg) / stage)
 
 
-def measure_base_validity(cfg: Config, count: int | None = None) -> dict:
-    """Sample the committed base model on held-out captions, judge, and record the figures."""
+def measure_base_validity(cfg: Config, count: int | None = None, device: torch.device | str = "cpu") -> dict:
+    """Sample the committed base model on held-out captions (on `device`), judge, and record the figures."""
     from bas.models.registry import load_diffusion
     from bas.sandbox.classifiers import Judge
     from bas.sandbox.validity import base_model_validity
 
     parts = load_diffusion(dataclasses.replace(cfg.models, profile="sandbox"))
+    for module in (parts.unet, parts.vae, parts.text_encoder):
+        module.to(device)
     judge = Judge.load(weights_dir(cfg) / "judge")
+    judge.net.to(device)
     figures = base_model_validity(parts, judge, cfg.sandbox, count=count)
     write_validity(cfg, {"text_following": figures})
     return figures

@@ -9,11 +9,19 @@ The UNet is trained as SD was: epsilon prediction on SD 2.1-base's DDPM schedule
 linear 0.00085-0.012, 1000 steps), text dropped from 10% of captions for classifier-free
 guidance. Two choices speed up learning from scratch on a CPU: Min-SNR-5 loss weighting
 (Hang et al., 2023) and an EMA of the weights, which is what gets saved.
+
+Both trainers run on any torch device (`device`). Randomness that shapes a step (its images,
+captions, latent samples, noise and timesteps) is drawn on the CPU from the step's own seed
+whatever the device, so a GPU run sees exactly the batches a CPU run would. Rendering the
+world is numpy work (about 5 ms an image), which would starve a GPU, so `workers` > 0 renders
+steps ahead in that many processes; each step's batch is a function of its step alone, so the
+result does not depend on the number of workers (tested).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -21,11 +29,12 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 
 from bas.config import SandboxConfig, SandboxStage
 from bas.io import atomic_dir, atomic_path
@@ -56,6 +65,46 @@ def to_pixels(images: list[world.WorldImage]) -> torch.Tensor:
     """(B, 3, 64, 64) float in [-1, 1]."""
     array = np.stack([w.image for w in images]).astype(np.float32)  # (B, H, W, 3)
     return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+class _StepBatches(Dataset):
+    """Item i is the batch of step `start + i`, made by `make(step)` (a picklable callable)."""
+
+    def __init__(self, make: Callable[[int], object], start: int, stop: int):
+        self.make, self.start, self.stop = make, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int):
+        return self.make(self.start + i)
+
+
+def step_batches(make: Callable[[int], object], start: int, stop: int, workers: int = 0) -> Iterable:
+    """The batches of steps start..stop-1 in order, rendered `workers` processes ahead (0: inline)."""
+    if workers <= 0:
+        return (make(step) for step in range(start, stop))
+    # Its own generator: a DataLoader otherwise draws its workers' seed from torch's global RNG,
+    # which the VAE's posterior sampling reads, and the weights would depend on `workers`.
+    return DataLoader(_StepBatches(make, start, stop), batch_size=None, shuffle=False, num_workers=workers,
+                      prefetch_factor=4, generator=torch.Generator().manual_seed(0))
+
+
+def vae_batch(cfg: SandboxConfig, step: int) -> torch.Tensor:
+    """The VAE's training pixels of `step`."""
+    return to_pixels(world_batch(cfg.seed, "vae", step, cfg.vae.batch_size))
+
+
+def base_batch(cfg: SandboxConfig, step: int) -> tuple[torch.Tensor, list[str]]:
+    """The base model's training pixels and (augmented) captions of global `step`."""
+    phase, _ = phase_at(base_phases(cfg), step)
+    # Batches, noise and captions are keyed by the global step: a restart continues the stream.
+    images = world_batch(cfg.seed, "base", step, phase.batch_size)
+    text_rng = random.Random(f"{cfg.seed}:base-captions:{step}")
+    captions = ["" if text_rng.random() < cfg.caption_dropout else
+                w.caption(text_rng, drop_attribute=cfg.attribute_dropout, drop_background=0.1)
+                for w in images]
+    return to_pixels(images), captions
 
 
 def base_phases(cfg: SandboxConfig) -> list[SandboxStage]:
@@ -113,10 +162,10 @@ def _progress(stage: str, step: int, total: int, started: float, first_step: int
 
 
 def train_vae(cfg: SandboxConfig, work_dir: Path, log_every: int = 50, checkpoint_every: int = 100,
-              metric_batches: int = 8):
-    """Train the 2x AutoencoderKL; returns (vae with its latent scaling factor set, metrics)."""
+              metric_batches: int = 8, device: torch.device | str = "cpu", workers: int = 0):
+    """Train the 2x AutoencoderKL; returns (vae with its latent scaling factor set, metrics), on `device`."""
     torch.manual_seed(cfg.seed)
-    vae = architecture.build_vae()
+    vae = architecture.build_vae().to(device)
     stage = cfg.vae
     opt = torch.optim.AdamW(vae.parameters(), lr=stage.lr, weight_decay=0.0)
     ckpt = Checkpointer(work_dir, "vae", every=checkpoint_every)
@@ -127,10 +176,11 @@ def train_vae(cfg: SandboxConfig, work_dir: Path, log_every: int = 50, checkpoin
         start = state["step"]
     vae.train()
     started = time.time()
-    for step in range(start, stage.steps):
+    batches = step_batches(functools.partial(vae_batch, cfg), start, stage.steps, workers)
+    for step, pixels in zip(range(start, stage.steps), batches):
         for group in opt.param_groups:
             group["lr"] = lr_at(stage, step)
-        pixels = to_pixels(world_batch(cfg.seed, "vae", step, stage.batch_size))
+        pixels = pixels.to(device)
         posterior = vae.encode(pixels).latent_dist
         recon = vae.decode(posterior.sample()).sample
         # L1 keeps edges and patterns crisp; the KL term only keeps latents bounded (SD: 1e-6).
@@ -153,9 +203,10 @@ def train_vae(cfg: SandboxConfig, work_dir: Path, log_every: int = 50, checkpoin
 def _vae_metrics(vae, cfg: SandboxConfig, batches: int = 8) -> dict:
     """Held-out reconstruction PSNR (novel identities too) and the latent scaling factor 1/std."""
     latents, psnrs = [], []
+    device = next(vae.parameters()).device
     for b in range(batches):
         images = world_batch(cfg.seed, "vae-heldout", b, 32, identities=world.ALL_IDENTITIES)
-        pixels = to_pixels(images)
+        pixels = to_pixels(images).to(device)
         mean = vae.encode(pixels).latent_dist.mean
         recon = vae.decode(mean).sample.clamp(-1, 1)
         mse = ((recon - pixels) / 2).pow(2).flatten(1).mean(1)   # on [0, 1] pixels
@@ -177,18 +228,21 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids)[0]
+    return text_encoder(ids.to(text_encoder.device))[0]
 
 
 def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: int = 20,
-               checkpoint_every: int = 100):
-    """Train UNet + text encoder on world captions; returns the EMA (unet, text_encoder)."""
+               checkpoint_every: int = 100, device: torch.device | str = "cpu", workers: int = 0):
+    """Train UNet + text encoder on world captions; returns the EMA (unet, text_encoder), on `device`."""
     from diffusers import DDPMScheduler
 
     torch.manual_seed(cfg.seed + 1)
     unet = architecture.build_unet()
     text_encoder = architecture.build_text_encoder()
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+    for module in (unet, text_encoder, ema_unet, ema_text):
+        module.to(device)
+    vae = vae.to(device)
     scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     alphas_cumprod = scheduler.alphas_cumprod                      # (1000,)
     snr = alphas_cumprod / (1 - alphas_cumprod)
@@ -214,25 +268,22 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
         return {"step": step, "unet": unet.state_dict(), "text": text_encoder.state_dict(),
                 "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(), "opt": opt.state_dict()}
 
-    for step in range(start, total_steps):
+    batches = step_batches(functools.partial(base_batch, cfg), start, total_steps, workers)
+    for step, (pixels, captions) in zip(range(start, total_steps), batches):
         phase, phase_step = phase_at(phases, step)
         for group in opt.param_groups:
             group["lr"] = lr_at(phase, phase_step)
-        # Batches, noise and captions are keyed by the global step: a restart continues the stream.
-        images = world_batch(cfg.seed, "base", step, phase.batch_size)
-        text_rng = random.Random(f"{cfg.seed}:base-captions:{step}")
-        captions = ["" if text_rng.random() < cfg.caption_dropout else
-                    w.caption(text_rng, drop_attribute=cfg.attribute_dropout, drop_background=0.1)
-                    for w in images]
+        # The step's randomness comes from a CPU generator on every device (module docstring).
         gen = torch.Generator().manual_seed(int(stage_rng(cfg.seed, "base-noise", step).integers(2**62)))
         with torch.no_grad():
-            latents = vae.encode(to_pixels(images)).latent_dist.sample(gen) * vae.config.scaling_factor
-        noise = torch.randn(latents.shape, generator=gen)
+            latents = vae.encode(pixels.to(device)).latent_dist.sample(gen) * vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=gen).to(device)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=gen)
+        # Min-SNR-gamma for epsilon prediction: weight min(SNR, gamma) / SNR per sample.
+        weight = (torch.clamp(snr[timesteps], max=cfg.min_snr_gamma) / snr[timesteps]).to(device)   # (B,)
+        timesteps = timesteps.to(device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
         pred = unet(noisy, timesteps, encode_text(tokenizer, text_encoder, captions)).sample
-        # Min-SNR-gamma for epsilon prediction: weight min(SNR, gamma) / SNR per sample.
-        weight = torch.clamp(snr[timesteps], max=cfg.min_snr_gamma) / snr[timesteps]   # (B,)
         loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

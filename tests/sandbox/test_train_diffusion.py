@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 
 import pytest
 import torch
@@ -145,3 +147,55 @@ def test_train_stages_write_the_model_and_a_record_of_how_it_was_made(tmp_path):
     run_stages(cfg, ["vae", "base"], tmp_path / "work")
     record = read_record(tmp_path / "weights" / "diffusion")
     assert record["base_resumed_at_step"] == 2 and record["params"]["base_restart"]["steps"] == 1
+
+
+def test_rendering_in_worker_processes_changes_nothing(tmp_path, vae, tokenizer):
+    # A GPU run renders batches ahead in worker processes; each batch is a function of its step,
+    # so the trained weights must be exactly those of rendering inline.
+    inline_vae, _ = td.train_vae(TINY, tmp_path / "vae-inline", metric_batches=1)
+    worker_vae, _ = td.train_vae(TINY, tmp_path / "vae-workers", metric_batches=1, workers=2)
+    _assert_same(_state(inline_vae), _state(worker_vae))
+    unet, text = td.train_base(TINY, vae, tokenizer, tmp_path / "inline")
+    worker_unet, worker_text = td.train_base(TINY, vae, tokenizer, tmp_path / "workers", workers=2)
+    _assert_same(_state(unet), _state(worker_unet))
+    _assert_same(_state(text), _state(worker_text))
+
+
+def test_step_batches_come_in_step_order_from_workers():
+    make = functools.partial(pow, 2)
+    assert list(td.step_batches(make, 3, 9, workers=2)) == [2**k for k in range(3, 9)]
+    assert list(td.step_batches(make, 3, 9, workers=0)) == [2**k for k in range(3, 9)]
+    assert list(td.step_batches(make, 9, 9, workers=2)) == []
+
+
+def test_base_batch_follows_the_phase_of_its_global_step():
+    cfg = dataclasses.replace(TINY, base=SandboxStage(2, 3, 5e-4, 1), base_restart=SandboxStage(2, 1, 5e-4, 1))
+    pixels, captions = td.base_batch(cfg, 1)
+    assert pixels.shape == (3, 3, 64, 64) and len(captions) == 3
+    pixels, captions = td.base_batch(cfg, 2)                 # the restart's batch size
+    assert pixels.shape == (1, 3, 64, 64) and len(captions) == 1
+    again, again_captions = td.base_batch(cfg, 2)
+    assert torch.equal(pixels, again) and captions == again_captions
+
+
+def test_device_and_workers_are_checked_before_any_training():
+    from bas.errors import ConfigError
+    from bas.sandbox.train import device_record, resolve_device, resolve_workers
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="--device 'tpu'"):
+        resolve_device("tpu")
+    with pytest.raises(ConfigError, match="--device 'gpu please'"):
+        resolve_device("gpu please")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="torch sees no CUDA GPU"):
+            resolve_device("cuda")
+    assert resolve_workers(None, torch.device("cpu")) == 0
+    assert 1 <= resolve_workers(None, torch.device("cuda")) <= 8 or (os.cpu_count() or 1) == 1
+    assert resolve_workers(3, torch.device("cpu")) == 3
+    with pytest.raises(ConfigError, match="--workers -1"):
+        resolve_workers(-1, torch.device("cpu"))
+    record = device_record("cpu", workers=3)
+    assert record["device"] == "cpu" and record["render_workers"] == 3 and "gpu" not in record
+    assert "render_workers" not in device_record("cpu")
