@@ -1,0 +1,70 @@
+"""The prepared GPU run (scripts/gpu_session.sh, scripts/sandbox_gpu_train.py): what can go
+wrong without a GPU does not. The run's params are ordinary `bas sandbox train` params, and the
+packed model comes back byte for byte."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bas import config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("sandbox_gpu_train", REPO / "scripts" / "sandbox_gpu_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(**values) -> argparse.Namespace:
+    defaults = dict(out=Path("/tmp/w"), batch_size=128, lr=5e-4, warmup_steps=200, validity_samples=200, vae_steps=None)
+    return argparse.Namespace(**{**defaults, **values})
+
+
+def test_the_sized_run_is_an_ordinary_sandbox_config():
+    script = _script()
+    cfg = config.load(REPO / "params.yaml", script.overrides(_args(), steps=5000))
+    assert cfg.sandbox.base.steps == 5000 and cfg.sandbox.base.batch_size == 128
+    assert cfg.sandbox.base.warmup_steps == 200 and cfg.sandbox.base_restart is None
+    assert cfg.models.sandbox_weights == "/tmp/w"
+    # A run shorter than its warm-up warms up over all of it rather than failing validation.
+    short = config.load(REPO / "params.yaml", script.overrides(_args(vae_steps=30), steps=50))
+    assert short.sandbox.base.warmup_steps == 50 and short.sandbox.vae.steps == 30
+
+
+def test_packed_parts_reassemble_to_the_same_files(tmp_path, monkeypatch):
+    script = _script()
+    monkeypatch.setattr(script, "PART_BYTES", 4096)
+    model = tmp_path / "diffusion"
+    (model / "unet").mkdir(parents=True)
+    payload = bytes(range(256)) * 40                                  # 10 KiB: three parts
+    (model / "unet" / "weights.bin").write_bytes(payload)
+    (model / "training_record.json").write_text('{"steps": 1}')
+    parts = script.pack(model, tmp_path / "out")
+    assert [p.name for p in parts] == [f"diffusion.tar.part-{k:02d}" for k in range(len(parts))]
+    assert len(parts) >= 3 and all(p.stat().st_size <= 4096 for p in parts)
+    joined = b"".join(p.read_bytes() for p in parts)
+    with tarfile.open(fileobj=io.BytesIO(joined)) as tar:
+        assert tar.extractfile("diffusion/unet/weights.bin").read() == payload
+        assert tar.extractfile("diffusion/training_record.json").read() == b'{"steps": 1}'
+
+
+def test_the_session_script_parses():
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu_session.sh")]).returncode == 0
+
+
+@pytest.mark.parametrize("bad", [["--budget-s", "10"], ["--out", "/tmp/x"]])
+def test_the_sized_run_names_what_it_misses(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _script().main(bad)
+    assert exc.value.code == 2
+    assert "required" in capsys.readouterr().err
