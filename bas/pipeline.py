@@ -209,6 +209,10 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
     from bas.training.engine import TRAIN_DIR, is_complete, run_key, train_scene, trains_weights
     from bas.training.methods import get_recipe
 
+    if method in REFERENCES and cfg.models.profile != "sandbox":
+        # Checked before the finished-run test: a reference's fingerprint names no model.
+        raise ConfigError(f"orchestration.methods: {method!r} is a ground-truth reference of the sandbox "
+                          f"world and needs models.profile: sandbox (not {cfg.models.profile!r})")
     run = paths.run_dir(cfg, method, scene_id)
     fingerprint = train_generate_fingerprint(cfg, method, scene_id)
     record_dir = paths.attempts_dir(cfg, "train_generate", method, scene_id)
@@ -264,9 +268,6 @@ def _render_reference(cfg: Config, reference: str, scene_id: str, run: Path) -> 
     from bas.sandbox.reference import render_reference
     from bas.scenes import load_scene
 
-    if cfg.models.profile != "sandbox":
-        raise ConfigError(f"orchestration.methods: {reference!r} is a ground-truth reference of the sandbox "
-                          f"world and needs models.profile: sandbox (not {cfg.models.profile!r})")
     if run.exists():
         shutil.rmtree(run)   # renders of other settings: made again, they take seconds
     return len(render_reference(cfg, load_scene(paths.scenes_dir(cfg) / scene_id), reference, run))

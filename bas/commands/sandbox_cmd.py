@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "(ground_truth: each metric's ceiling) and with same-shape objects "
                                            "of another colour (other_identity: identity's floor), score them "
                                            "with the profile's scorers and print the means.")
-    reference.add_argument("--out", type=Path, help="output root (default: <storage root>/sandbox-reference)")
+    reference.add_argument("--out", type=Path,
+                           help="directory of reference_means.csv (default: <storage root>/sandbox-reference); "
+                                "renders and scores go where `bas run` keeps a method's")
     reference.set_defaults(func=run_reference)
 
 
@@ -93,14 +95,13 @@ def run_reference(args: argparse.Namespace) -> int:
     from bas.cli import load_config
     from bas.pipeline import scene_ids
     from bas.sandbox.reference import score_references
-    from bas.scenes.scene import load_scene
 
     cfg = load_config(args)
-    scenes_dir = paths.scenes_dir(cfg)
-    scenes = [load_scene(scenes_dir / scene_id) for scene_id in scene_ids(cfg)]
+    ids = scene_ids(cfg)
     out = args.out or paths.storage_root(cfg) / "sandbox-reference"
-    means = score_references(cfg, scenes, scenes_dir, out)
+    means = score_references(cfg, ids, out)
     table = means.pivot(index="method", columns="metric", values="mean")
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"sandbox reference: {len(scenes)} scene(s); images, scores and reference_means.csv in {out}")
+    print(f"sandbox reference: {len(ids)} scene(s); renders in {paths.runs_dir(cfg)}, scores in "
+          f"{paths.scores_dir(cfg)}, means in {out / 'reference_means.csv'}")
     return 0

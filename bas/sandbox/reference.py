@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +27,6 @@ from bas.errors import DataError
 from bas.io import atomic_write_bytes, atomic_write_parquet
 from bas.sandbox import world
 
-log = logging.getLogger(__name__)
 
 GROUND_TRUTH = "ground_truth"
 OTHER_IDENTITY = "other_identity"
@@ -102,37 +100,32 @@ def render_reference(cfg, scene, reference: str, out_dir: Path) -> pd.DataFrame:
     return manifest
 
 
-def score_references(cfg, scenes: Sequence, scenes_dir: Path, out: Path,
+def score_references(cfg, scene_ids: Sequence[str], out: Path,
                      references: Sequence[str] = REFERENCES) -> pd.DataFrame:
-    """Render and score every reference on every scene; write `<out>/runs/<reference>/<scene>/`.
+    """Render and score every reference on every staged scene, as the pipeline does for a method.
 
-    Returns the method summary (mean, bootstrap CI, n per reference and metric) that is also
-    written to `<out>/reference_means.csv`.
+    Renders and scores go where `bas run` puts them (`runs/<reference>/`, `scores/<reference>/`)
+    through the pipeline's own stages, so they are redone exactly when their fingerprints
+    change (other generation settings, retrained scorers) and shared with the main job.
+    Returns the method summary (mean, bootstrap CI, n per reference and metric), also written
+    to `<out>/reference_means.csv`.
     """
+    from bas import paths, pipeline
+    from bas.io import atomic_write_text
     from bas.report.results import per_image
     from bas.report.stats import method_summary
     from bas.scoring.schema import METRICS
-    from bas.scoring.score import SceneCache, make_scorer, score_manifest
 
-    scorer = make_scorer(cfg)
-    cache = SceneCache(scenes_dir)
     frames = []
     for reference in references:
-        for scene in scenes:
-            run = out / "runs" / reference / scene.scene_id
-            manifest = render_reference(cfg, scene, reference, run)
-            scores_path = run / "scores.parquet"
-            if scores_path.exists() and len(pd.read_parquet(scores_path, columns=["path"])["path"].unique()) == len(manifest):
-                scores = pd.read_parquet(scores_path)
-            else:
-                scores = score_manifest(manifest, run, cache, scorer, progress=False)
-                atomic_write_parquet(scores_path, scores)
-            log.info("%s/%s: %d images scored", reference, scene.scene_id, len(manifest))
-            frames.append(scores)
+        if reference not in REFERENCES:
+            raise DataError(f"unknown reference {reference!r} (known: {', '.join(REFERENCES)})")
+        for scene_id in scene_ids:
+            pipeline.train_generate(cfg, reference, scene_id)
+            pipeline.score(cfg, reference, scene_id)
+            frames.append(pd.read_parquet(paths.scene_scores_path(cfg, reference, scene_id)))
     images = per_image(pd.concat(frames, ignore_index=True))
     means = method_summary(images, METRICS, cfg.report.bootstrap_samples, cfg.report.confidence,
                            cfg.report.bootstrap_seed)
-    from bas.io import atomic_write_text
-
-    atomic_write_text(out / "reference_means.csv", means.to_csv(index=False))
+    atomic_write_text(Path(out) / "reference_means.csv", means.to_csv(index=False))
     return means

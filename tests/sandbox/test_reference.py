@@ -3,6 +3,9 @@ scored by the committed scorers; the ceiling and floor a method's numbers are re
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,7 +80,8 @@ def test_a_scene_not_from_the_world_is_refused(staged):
 @pytest.mark.skipif(not (WEIGHTS / "dino" / "model.safetensors").exists(), reason=f"no committed scorers in {WEIGHTS}")
 def test_the_committed_scorers_separate_ground_truth_from_another_identity(staged, tmp_path):
     cfg, scenes = staged
-    means = reference.score_references(cfg, scenes, pipeline.paths.scenes_dir(cfg), tmp_path)
+    ids = [s.scene_id for s in scenes]
+    means = reference.score_references(cfg, ids, tmp_path)
     table = means.pivot(index="method", columns="metric", values="mean")
     assert (tmp_path / "reference_means.csv").exists()
     # The true objects are found and recognised; a same-shape object of another colour is found
@@ -87,12 +91,34 @@ def test_the_committed_scorers_separate_ground_truth_from_another_identity(stage
     assert table.loc["other_identity", "identity_similarity"] < table.loc["ground_truth", "identity_similarity"] - 0.4
     assert table.loc["ground_truth", "prompt_similarity"] == pytest.approx(
         table.loc["other_identity", "prompt_similarity"], abs=0.1)
-    # a rerun reuses the rendered and scored images
-    scores = tmp_path / "runs" / "ground_truth" / scenes[0].scene_id / "scores.parquet"
+    # Renders and scores are the pipeline's, so `bas run` reuses them and a rerun redoes nothing.
+    assert pipeline.score_done(cfg, "ground_truth", ids[0])
+    scores = pipeline.paths.scene_scores_path(cfg, "ground_truth", ids[0])
     stamp = scores.stat().st_mtime_ns
-    reference.score_references(cfg, scenes[:1], pipeline.paths.scenes_dir(cfg), tmp_path, ["ground_truth"])
+    reference.score_references(cfg, ids[:1], tmp_path, ["ground_truth"])
     assert scores.stat().st_mtime_ns == stamp
-    assert len(pd.read_parquet(scores)) > 0
+    with pytest.raises(DataError, match="unknown reference 'oracle'"):
+        reference.score_references(cfg, ids[:1], tmp_path, ["oracle"])
+
+
+@pytest.mark.skipif(not (WEIGHTS / "dino" / "model.safetensors").exists(), reason=f"no committed scorers in {WEIGHTS}")
+def test_retrained_scorers_score_the_references_again(staged, tmp_path):
+    # The images stay (they depend on no model); their scores were made by the old scorers.
+    cfg, scenes = staged
+    weights = tmp_path / "weights"
+    for part in ("clip", "dino", "segmenter"):
+        shutil.copytree(WEIGHTS / part, weights / part)
+    cfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, sandbox_weights=str(weights)))
+    ids = [scenes[0].scene_id]
+    reference.score_references(cfg, ids, tmp_path, ["ground_truth"])
+    scores = pipeline.paths.scene_scores_path(cfg, "ground_truth", ids[0])
+    renders = pipeline.paths.manifest_path(pipeline.paths.run_dir(cfg, "ground_truth", ids[0]))
+    score_stamp, render_stamp = scores.stat().st_mtime_ns, renders.stat().st_mtime_ns
+    dino = weights / "dino" / "model.safetensors"
+    dino.write_bytes(dino.read_bytes()[:-2] + b"\x00\x00")           # a "retrained" DINO: other bytes
+    reference.score_references(cfg, ids, tmp_path, ["ground_truth"])
+    assert scores.stat().st_mtime_ns != score_stamp
+    assert renders.stat().st_mtime_ns == render_stamp
 
 
 def test_references_run_through_the_pipeline_and_the_report_keeps_them_off_the_front(staged):
