@@ -68,3 +68,17 @@ def test_the_sized_run_names_what_it_misses(bad, capsys):
         _script().main(bad)
     assert exc.value.code == 2
     assert "required" in capsys.readouterr().err
+
+
+def test_sandbox_train_on_a_device_it_cannot_use_is_one_error_before_any_work(tmp_path, capsys):
+    from bas.cli import main
+
+    weights = tmp_path / "weights"
+    code = main(["--params", str(REPO / "params.yaml"), "-S", f"models.sandbox_weights={weights}",
+                 "sandbox", "train", "--only", "vae,base", "--device", "tpu", "--work-dir", str(tmp_path / "work")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "bas: error: --device 'tpu': not a torch device (auto, cpu, cuda, cuda:N)"
+    code = main(["--params", str(REPO / "params.yaml"), "sandbox", "train", "--workers", "-2",
+                 "--device", "cpu", "--work-dir", str(tmp_path / "work")])
+    assert code == 2 and "--workers -2" in capsys.readouterr().err
+    assert not weights.exists() and not (tmp_path / "work").exists()

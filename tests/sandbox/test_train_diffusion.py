@@ -188,6 +188,8 @@ def test_device_and_workers_are_checked_before_any_training():
         resolve_device("tpu")
     with pytest.raises(ConfigError, match="--device 'gpu please'"):
         resolve_device("gpu please")
+    with pytest.raises(ConfigError, match="--device 'meta': the sandbox trainers run on cpu or cuda"):
+        resolve_device("meta")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="torch sees no CUDA GPU"):
             resolve_device("cuda")
