@@ -7,6 +7,8 @@ the very weights that were saved. This recomputes them from the files:
 - CLIP, DINO, segmenter, judge: fixed held-out sets, so only floating-point summation order
   (thread count, another CPU) can move a figure; a figure passes within
   `DETERMINISTIC_TOLERANCE` (0.01: a borderline item or two of a few hundred).
+- the VAE's ceiling on text following (`vae_judged`): fixed held-out renders through the
+  VAE, judged; deterministic like the scorers;
 - the base model: `--samples` images per probe set (default `sandbox.validity_samples`),
   sampled and judged. Sampling on other hardware can change a sample, so the recorded and
   re-measured accuracies are treated as two binomial estimates: a figure passes within
@@ -102,6 +104,10 @@ def check_all(cfg: Config, samples: Optional[int] = None) -> list[str]:
                             "(run `bas sandbox train --only validity`)")
         elif (root / "judge").is_dir():
             rows += _check_base_model(cfg, root, recorded, samples)
+            if "vae_judged" in record["validity"]:
+                rows += compare("diffusion", {"vae_judged": record["validity"]["vae_judged"]},
+                                {"vae_judged": measure_vae_judged(root, cfg)},
+                                lambda _name, _value: DETERMINISTIC_TOLERANCE)
         else:
             failures.append(f"diffusion: text following needs the judge, and {root / 'judge'} does not exist")
     failures += [f"{r.model}: {r.figure} recorded {_show(r.recorded)}, measured {_show(r.measured)} "
@@ -149,3 +155,13 @@ def format_table(rows: list[Row]) -> str:
         lines.append(f"{r.model:<10} {r.figure:<28} {_show(r.recorded):>9} {_show(r.measured):>9} "
                      f"{r.tolerance:>6.3f}  {'yes' if r.ok else 'NO'}")
     return "\n".join(lines)
+
+
+def measure_vae_judged(root: Path, cfg: Config) -> dict:
+    """The judge's accuracy through the committed VAE (`bas.sandbox.validity.vae_judged`)."""
+    from bas.models.registry import load_diffusion
+    from bas.sandbox.classifiers import Judge
+    from bas.sandbox.validity import vae_judged
+
+    parts = load_diffusion(dataclasses.replace(cfg.models, profile="sandbox"))
+    return vae_judged(parts.vae, Judge.load(root / "judge"), cfg.sandbox)

@@ -169,7 +169,7 @@ def measure_base_validity(cfg: Config, count: int | None = None, device: torch.d
     """Sample the committed base model on held-out captions (on `device`), judge, and record the figures."""
     from bas.models.registry import load_diffusion
     from bas.sandbox.classifiers import Judge
-    from bas.sandbox.validity import base_model_validity
+    from bas.sandbox.validity import base_model_validity, vae_judged
 
     parts = load_diffusion(dataclasses.replace(cfg.models, profile="sandbox"))
     for module in (parts.unet, parts.vae, parts.text_encoder):
@@ -177,5 +177,5 @@ def measure_base_validity(cfg: Config, count: int | None = None, device: torch.d
     judge = Judge.load(weights_dir(cfg) / "judge")
     judge.net.to(device)
     figures = base_model_validity(parts, judge, cfg.sandbox, count=count)
-    write_validity(cfg, {"text_following": figures})
+    write_validity(cfg, {"text_following": figures, "vae_judged": vae_judged(parts.vae, judge, cfg.sandbox)})
     return figures

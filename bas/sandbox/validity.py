@@ -7,6 +7,11 @@ colour and pattern it sees. The captions are drawn with their own seed stream, s
 held out in the sense that matters here: no training step was built from this stream. Two
 sets are judged: *seen* identities (the targets of issue #10) and *novel* ones, combinations
 of known words the model never saw together, reported for information.
+
+`vae_judged` is the ceiling of those figures that the VAE allows: the judge's accuracy on
+held-out renders of one object (the judge's own held-out set) after a round trip through the
+VAE. A base model can draw no better than its decoder can show, so when text following is low
+but this is high, the UNet is what has not learned.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from bas.config import SandboxConfig
 from bas.sandbox import world
-from bas.sandbox.train_diffusion import stage_rng
+from bas.sandbox.train_diffusion import stage_rng, to_pixels
 
 ATTRIBUTES = ("background", "shape", "colour", "pattern")
 
@@ -49,6 +55,31 @@ def accuracy(probes_: Sequence[Probe], judged: Sequence[dict]) -> dict[str, floa
     truth = [{"background": p.background, "shape": p.identity.shape, "colour": p.identity.colour,
               "pattern": p.identity.pattern} for p in probes_]
     return {a: float(np.mean([t[a] == j[a] for t, j in zip(truth, judged)])) for a in ATTRIBUTES}
+
+
+VAE_JUDGED_IMAGES = 400
+
+
+@torch.no_grad()
+def vae_judged(vae, judge, cfg: SandboxConfig, images: int = VAE_JUDGED_IMAGES, batch_size: int = 50) -> dict:
+    """{'images', 'accuracy': {head: accuracy}} of the judge on VAE reconstructions of held-out renders."""
+    from PIL import Image
+
+    from bas.sandbox.classifiers import JUDGE_HEADS, judge_scene, judge_targets
+
+    rng = stage_rng(cfg.seed, "judge-heldout", 0)
+    scenes = [judge_scene(rng) for _ in range(images)]
+    device = next(vae.parameters()).device
+    judged = []
+    for start in range(0, images, batch_size):
+        pixels = to_pixels(scenes[start:start + batch_size]).to(device)
+        recon = vae.decode(vae.encode(pixels).latent_dist.mode()).sample.clamp(-1, 1)
+        array = ((recon + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        judged += judge.predict([Image.fromarray(a) for a in array])
+    truth = judge_targets(scenes)
+    accuracy = {head: round(float(np.mean([JUDGE_HEADS[head].index(j[head]) == int(t)
+                                           for j, t in zip(judged, truth[head])])), 4) for head in JUDGE_HEADS}
+    return {"images": images, "accuracy": accuracy}
 
 
 def base_model_validity(parts, judge, cfg: SandboxConfig, count: int | None = None,

@@ -68,3 +68,14 @@ def test_committed_scorers_measure_what_their_records_say(part):
     for key, value in flat_record.items():
         if isinstance(value, float):
             assert flat_now[key] == pytest.approx(value, abs=0.01), key
+
+
+def test_committed_vae_keeps_what_the_judge_reads_as_its_record_says():
+    # The ceiling the VAE puts on the base model's text following, re-measured from the files.
+    from bas.sandbox import check
+
+    record = json.loads((WEIGHTS / "diffusion" / "training_record.json").read_text())["validity"]["vae_judged"]
+    measured = check.measure_vae_judged(WEIGHTS, config.load(REPO / "params.yaml"))
+    assert measured["images"] == record["images"] == 400
+    for head, accuracy in record["accuracy"].items():
+        assert measured["accuracy"][head] == pytest.approx(accuracy, abs=0.01), head
