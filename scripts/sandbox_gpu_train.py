@@ -4,7 +4,7 @@
     python scripts/sandbox_gpu_train.py --budget-s 330 --out /tmp/sandbox-gpu [--pack $OUT]
 
 A lent GPU gives one command of at most ten minutes, so the run is sized to the time it has:
-it times a short probe of the real training loop on the device, picks the number of base
+it times two short runs of the real trainer on the device (their difference is the cost of a step), picks the number of base
 steps that fits `--budget-s`, then runs `bas sandbox train --only vae,base,validity` on the
 GPU with those params (one cosine cycle, no warm restart) into `--out`, with the bundled
 judge copied beside it for the validity stage. The number of steps is decided before the
@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 PART_BYTES = 15 * 2**20   # under the device tool's 16 MiB a file
+PROBE_SHORT = 10          # steps of the shorter probe run
 
 
 def overrides(args: argparse.Namespace, steps: int) -> dict:
@@ -40,7 +41,8 @@ def overrides(args: argparse.Namespace, steps: int) -> dict:
 
 
 def seconds_per_step(args: argparse.Namespace, device, workers: int) -> float:
-    """Wall seconds a base step takes here, from a short run of the real trainer (start-up included)."""
+    """Wall seconds a base step takes here: two short runs of the real trainer, `--probe-steps`
+    apart, so that start-up (building models, starting render workers) cancels out."""
     from transformers import CLIPTokenizer
 
     from bas import config
@@ -48,19 +50,23 @@ def seconds_per_step(args: argparse.Namespace, device, workers: int) -> float:
     from bas.sandbox import architecture
     from bas.sandbox import train_diffusion as td
 
-    cfg = config.load(REPO / "params.yaml", overrides(args, args.probe_steps))
-    with tempfile.TemporaryDirectory() as tmp:
-        write_clip_tokenizer(Path(tmp) / "tokenizer")
-        tokenizer = CLIPTokenizer.from_pretrained(Path(tmp) / "tokenizer")
+    def timed(steps: int, tmp: Path, tokenizer) -> float:
+        cfg = config.load(REPO / "params.yaml", overrides(args, steps))
         vae = architecture.build_vae(scaling_factor=1.0)
         started = time.time()
-        td.train_base(cfg.sandbox, vae, tokenizer, Path(tmp) / "work", checkpoint_every=10**9, device=device,
-                      workers=workers)
+        td.train_base(cfg.sandbox, vae, tokenizer, tmp / f"work-{steps}", device=device, workers=workers)
         if device.type == "cuda":
             import torch
 
             torch.cuda.synchronize()
-        return (time.time() - started) / args.probe_steps
+        return time.time() - started
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_clip_tokenizer(Path(tmp) / "tokenizer")
+        tokenizer = CLIPTokenizer.from_pretrained(Path(tmp) / "tokenizer")
+        short = timed(PROBE_SHORT, Path(tmp), tokenizer)
+        long = timed(PROBE_SHORT + args.probe_steps, Path(tmp), tokenizer)
+    return max(long - short, 1e-3) / args.probe_steps
 
 
 def pack(diffusion_dir: Path, out: Path) -> list[Path]:
@@ -86,7 +92,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--warmup-steps", type=int, default=200)
-    parser.add_argument("--probe-steps", type=int, default=40)
+    parser.add_argument("--probe-steps", type=int, default=100,
+                        help="steps the longer probe run adds to the shorter one (default: %(default)s)")
     parser.add_argument("--reserve-s", type=float, default=90.0,
                         help="kept for the VAE, validity sampling and saving (default: %(default)s)")
     parser.add_argument("--validity-samples", type=int, default=200)
