@@ -513,7 +513,11 @@ def measure_judge(directory: str | Path, cfg: Config, images: int | None = None)
     judged = []
     for start in range(0, images, 250):
         judged += judge.predict([Image.fromarray(s.image) for s in scenes[start:start + 250]])
+    return {"heldout_images": images, "accuracy": judge_accuracy(judged, scenes)}
+
+
+def judge_accuracy(judged: Sequence[dict[str, str]], scenes: Sequence[world.WorldImage]) -> dict[str, float]:
+    """Per head, the share of `judged` (Judge.predict's output) that names the scene's truth."""
     truth = judge_targets(scenes)
-    accuracy = {head: round(float(np.mean([JUDGE_HEADS[head].index(j[head]) == int(t)
-                                             for j, t in zip(judged, truth[head])])), 4) for head in JUDGE_HEADS}
-    return {"heldout_images": images, "accuracy": accuracy}
+    return {head: round(float(np.mean([JUDGE_HEADS[head].index(j[head]) == int(t)
+                                       for j, t in zip(judged, truth[head])])), 4) for head in JUDGE_HEADS}

@@ -65,7 +65,7 @@ def vae_judged(vae, judge, cfg: SandboxConfig, images: int = VAE_JUDGED_IMAGES, 
     """{'images', 'accuracy': {head: accuracy}} of the judge on VAE reconstructions of held-out renders."""
     from PIL import Image
 
-    from bas.sandbox.classifiers import JUDGE_HEADS, judge_scene, judge_targets
+    from bas.sandbox.classifiers import judge_accuracy, judge_scene
 
     rng = stage_rng(cfg.seed, "judge-heldout", 0)
     scenes = [judge_scene(rng) for _ in range(images)]
@@ -76,10 +76,7 @@ def vae_judged(vae, judge, cfg: SandboxConfig, images: int = VAE_JUDGED_IMAGES, 
         recon = vae.decode(vae.encode(pixels).latent_dist.mode()).sample.clamp(-1, 1)
         array = ((recon + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         judged += judge.predict([Image.fromarray(a) for a in array])
-    truth = judge_targets(scenes)
-    accuracy = {head: round(float(np.mean([JUDGE_HEADS[head].index(j[head]) == int(t)
-                                           for j, t in zip(judged, truth[head])])), 4) for head in JUDGE_HEADS}
-    return {"images": images, "accuracy": accuracy}
+    return {"images": images, "accuracy": judge_accuracy(judged, scenes)}
 
 
 def base_model_validity(parts, judge, cfg: SandboxConfig, count: int | None = None,
