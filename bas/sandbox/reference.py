@@ -74,13 +74,18 @@ def background_of(template: str) -> str:
                     f"(known: {', '.join(world.BACKGROUNDS.values())})")
 
 
+def require_reference(reference: str) -> None:
+    """One clear error unless `reference` is one of REFERENCES."""
+    if reference not in REFERENCES:
+        raise DataError(f"unknown reference {reference!r} (known: {', '.join(REFERENCES)})")
+
+
 def render_reference(cfg, scene, reference: str, out_dir: Path) -> pd.DataFrame:
     """Render the reference's images of one scene's grid into `out_dir`; returns its manifest."""
     from bas.generation.grid import build_grid
     from bas.generation.run import manifest_frame
 
-    if reference not in REFERENCES:
-        raise DataError(f"unknown reference {reference!r} (known: {', '.join(REFERENCES)})")
+    require_reference(reference)
     identities = scene_identities(scene)
     if reference == OTHER_IDENTITY:
         identities = [other_identity(i) for i in identities]
@@ -118,8 +123,7 @@ def score_references(cfg, scene_ids: Sequence[str], out: Path,
 
     frames = []
     for reference in references:
-        if reference not in REFERENCES:
-            raise DataError(f"unknown reference {reference!r} (known: {', '.join(REFERENCES)})")
+        require_reference(reference)
         for scene_id in scene_ids:
             pipeline.train_generate(cfg, reference, scene_id)
             pipeline.score(cfg, reference, scene_id)
