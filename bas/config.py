@@ -22,6 +22,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from bas.errors import ConfigError
+from bas.schema import METRICS
 
 PROFILES = ("sd21", "tiny", "sandbox")
 
@@ -157,6 +158,22 @@ class MifoBoxConfig:
         _check(len(self.loss_layers) >= 1, f"{key}.loss_layers", self.loss_layers, "needs at least one block")
 
 
+# The samplers `generation.sampler` may name: name -> `module:function`, imported on first use
+# (`bas.generation.samplers.get_sampler`) so that reading params does not import torch.
+# A sampler is called as
+#     sampler(parts, items, scene, gen, *, dtype, batch_invariant) -> list[PIL.Image]
+# (see bas/generation/samplers.py).
+SAMPLERS: dict[str, str] = {
+    # PROTOCOL.md sec. 4: DDIM 50 steps, CFG 7.5, the BaS sampler every method uses.
+    "ddim": "bas.generation.sampler:sample_ddim",
+    # PROTOCOL.md sec. 3: MIFO's synthesis, DDIM + CFG with box control (generation.mifo_box).
+    "mifo_box": "bas.generation.mifo_box:sample_mifo_box",
+}
+# Samplers with their own settings: sampler name -> its `generation` subsection. The settings
+# decide pixels, so a run's images are stale when they change.
+SAMPLER_SETTINGS: dict[str, str] = {"mifo_box": "mifo_box"}
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """PROTOCOL.md sec. 4: the prompt grid and the sampler every method shares."""
@@ -168,7 +185,7 @@ class GenerationConfig:
     steps: int = 50
     guidance_scale: float = 7.5
     negative_prompt: str = ""
-    # A key of bas.generation.samplers.SAMPLERS.
+    # A key of SAMPLERS.
     sampler: str = "ddim"
     # Images a model call handles at once; halved automatically on out-of-memory.
     batch_size: int = 8
@@ -180,8 +197,6 @@ class GenerationConfig:
     mifo_box: MifoBoxConfig = field(default_factory=MifoBoxConfig)
 
     def __post_init__(self) -> None:
-        from bas.generation.samplers import SAMPLERS
-
         _check(len(self.templates) >= 1, "generation.templates", self.templates, "needs at least one template")
         for i, template in enumerate(self.templates):
             _check(template.count("{tokens}") == 1, f"generation.templates[{i}]", template,
@@ -590,7 +605,7 @@ class ReportConfig:
     bootstrap_seed: int = 0
     # Tukey HSD pairs with p below alpha are marked significant.
     alpha: float = 0.05
-    # Metrics (columns of bas.scoring.schema.METRICS) tested with Kruskal-Wallis + Tukey HSD.
+    # Metrics (columns of bas.schema.METRICS) tested with Kruskal-Wallis + Tukey HSD.
     test_metrics: tuple[str, ...] = ("identity_similarity", "prompt_similarity")
     # Scenes of the picture grid (BaS fig. 9); empty = the first picture_scene_count scene ids.
     picture_scenes: tuple[str, ...] = ()
@@ -612,8 +627,6 @@ class ReportConfig:
                "must be >= 0")
         _check(self.picture_seed_index >= 0, "report.picture_seed_index", self.picture_seed_index,
                "must be >= 0")
-        from bas.scoring.schema import METRICS
-
         for i, name in enumerate(self.test_metrics):
             _check(name in METRICS, f"report.test_metrics[{i}]", name,
                    f"not a metric (known: {', '.join(METRICS)})")

@@ -38,7 +38,7 @@ from bas import attempts, paths
 from bas.config import Config, to_dict
 from bas.errors import ConfigError, DataError
 from bas.io import atomic_write_json, atomic_write_parquet
-from bas.sandbox.reference import REFERENCES
+from bas.kinds import REFERENCES
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,7 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
 
 
 def _render_reference(cfg: Config, reference: str, scene_id: str, run: Path) -> int:
+    # Imported here: the sandbox world is needed by references only, not by every stage's CLI.
     from bas.sandbox.reference import render_reference
     from bas.scenes import load_scene
 
@@ -344,6 +345,39 @@ def report(cfg: Config) -> dict:
     outputs = build_report(results_dir=paths.storage_root(cfg), out_dir=paths.reports_dir(cfg), cfg=cfg.report,
                            scenes_dir=paths.scenes_dir(cfg))
     return {"html": str(outputs.html), "out_dir": str(paths.reports_dir(cfg))}
+
+
+def score_references(cfg: Config, scene_ids: Sequence[str], out: Path,
+                     references: Sequence[str] = REFERENCES) -> "pd.DataFrame":
+    """Render and score every reference on every staged scene, as the pipeline does for a method.
+
+    Renders and scores go where `bas run` puts them (`runs/<reference>/`, `scores/<reference>/`)
+    through the pipeline's own stages, so they are redone exactly when their fingerprints
+    change (other generation settings, retrained scorers) and shared with the main job.
+    Returns the method summary (mean, bootstrap CI, n per reference and metric), also written
+    to `<out>/reference_means.csv`.
+    """
+    # Imported here: pandas and the report's statistics are not needed to start other stages.
+    import pandas as pd
+
+    from bas.io import atomic_write_text
+    from bas.report.results import per_image
+    from bas.report.stats import method_summary
+    from bas.sandbox.reference import require_reference
+    from bas.schema import METRICS
+
+    frames = []
+    for reference in references:
+        require_reference(reference)
+        for scene_id in scene_ids:
+            train_generate(cfg, reference, scene_id)
+            score(cfg, reference, scene_id)
+            frames.append(pd.read_parquet(paths.scene_scores_path(cfg, reference, scene_id)))
+    images = per_image(pd.concat(frames, ignore_index=True))
+    means = method_summary(images, METRICS, cfg.report.bootstrap_samples, cfg.report.confidence,
+                           cfg.report.bootstrap_seed)
+    atomic_write_text(Path(out) / "reference_means.csv", means.to_csv(index=False))
+    return means
 
 
 # --------------------------------------------------------------------------- run summary

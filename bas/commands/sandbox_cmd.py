@@ -93,8 +93,7 @@ def run_check(args: argparse.Namespace) -> int:
 def run_reference(args: argparse.Namespace) -> int:
     from bas import paths
     from bas.cli import load_config
-    from bas.pipeline import scene_ids
-    from bas.sandbox.reference import score_references
+    from bas.pipeline import scene_ids, score_references
 
     cfg = load_config(args)
     ids = scene_ids(cfg)

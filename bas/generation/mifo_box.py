@@ -27,19 +27,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from bas import attention as attn
+from bas.attention import finish_attention, prepare_attention, token_positions
 from bas.config import MifoBoxConfig
 from bas.generation import box_control as bc
 from bas.generation.sampler import _autocast, decode_latents, denoise, encode_prompts, initial_latents
-from bas.training.attention import finish_attention, prepare_attention
+from bas.tokens import placeholder
 
 PROCESSOR_SUFFIX = ".processor"
 
 
 def subject_positions(tokenizer, ids: torch.Tensor, subset: Sequence[int]) -> list[int]:
     """Prompt positions of the concept tokens `<assetN>` of `subset`, in subset order."""
-    from bas.tokens import placeholder
-    from bas.training.data import token_positions
-
     names = [placeholder(i) for i in subset]
     token_ids = tokenizer.convert_tokens_to_ids(names)
     if any(t is None or t == tokenizer.unk_token_id for t in token_ids):
@@ -288,8 +287,6 @@ def box_attention_fraction(parts, latents: torch.Tensor, t, prompts: Sequence[st
     map is averaged over heads and `layers` (all of one resolution), then its mass in its
     box is divided by its total mass.
     """
-    from bas.training import attention as attn
-
     device = parts.unet.device
     ids = parts.tokenizer(list(prompts), padding="max_length", max_length=parts.tokenizer.model_max_length,
                           truncation=True, return_tensors="pt").input_ids

@@ -30,7 +30,7 @@ from bas.errors import DataError
 from bas.generation.grid import GridItem, build_grid, concept_subsets
 from bas.generation.samplers import SAMPLER_SETTINGS, get_sampler
 from bas.io import atomic_save_image, atomic_write_json, atomic_write_parquet
-from bas.scoring.schema import MANIFEST_COLUMNS, frame
+from bas.schema import MANIFEST_COLUMNS, frame
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""The sampler registry: `params.yaml generation.sampler` names one of these.
+"""The sampler registry: `params.yaml generation.sampler` names one of `bas.config.SAMPLERS`.
 
-Values are `module:function` strings, imported on first use, so that reading params (which
+Its values are `module:function` strings, imported on first use, so that reading params (which
 checks the name) does not import torch. A sampler is called as
 
     sampler(parts, items, scene, gen, *, dtype, batch_invariant) -> list[PIL.Image]
@@ -17,21 +17,12 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-SAMPLERS: dict[str, str] = {
-    # PROTOCOL.md sec. 4: DDIM 50 steps, CFG 7.5, the BaS sampler every method uses.
-    "ddim": "bas.generation.sampler:sample_ddim",
-    # PROTOCOL.md sec. 3: MIFO's synthesis, DDIM + CFG with box control (generation.mifo_box).
-    "mifo_box": "bas.generation.mifo_box:sample_mifo_box",
-}
-
-# Samplers with their own settings: sampler name -> its `generation` subsection. The settings
-# decide pixels, so a run's images are stale when they change.
-SAMPLER_SETTINGS: dict[str, str] = {"mifo_box": "mifo_box"}
+# The table of names lives with the params schema, which checks `generation.sampler` against it.
+from bas.config import SAMPLER_SETTINGS, SAMPLERS  # noqa: F401  (SAMPLER_SETTINGS: read by bas.generation.run)
+from bas.errors import ConfigError
 
 
 def get_sampler(name: str) -> Callable:
-    from bas.errors import ConfigError
-
     try:
         target = SAMPLERS[name]
     except KeyError:

@@ -143,9 +143,7 @@ def sandbox_weights_dir(cfg: ModelsConfig) -> Path:
     """Where the sandbox models live: `models.sandbox_weights`, or the ones bundled with bas."""
     if cfg.sandbox_weights:
         return Path(cfg.sandbox_weights)
-    import bas
-
-    return Path(bas.__file__).parent / "data" / "sandbox"
+    return Path(__file__).resolve().parents[1] / "data" / "sandbox"
 
 
 def sandbox_sources(root: Path, **part_dirs: Path) -> Sources:
@@ -349,7 +347,8 @@ def _load_sandbox_segmenter(s: Sources):
         log.warning("no sandbox segmenter in %s: scoring cannot segment generated images until "
                     "`bas sandbox train --only segmenter` has written it", s.segmenter)
         return None
-    from bas.sandbox.classifiers import SandboxSegmenter
+    # Imported here: it imports torch, which reading the registry's names does not need.
+    from bas.models.sandbox_segmenter import SandboxSegmenter
 
     return SandboxSegmenter.load(Path(s.segmenter))
 

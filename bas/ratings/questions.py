@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bas.errors import DataError
-from bas.scoring.schema import MANIFEST_COLUMNS, validate
+from bas.schema import MANIFEST_COLUMNS, validate
 
 TASKS = ("prompt", "identity")
 GROUP_KEY = ["scene_id", "template_id", "subset", "seed_index"]

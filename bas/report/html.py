@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from bas.report import published
-from bas.report.build import BREAKDOWN_METRICS, COMPARE_METRICS, MIFO_COLUMNS, ReportData
+from bas.report.data import BREAKDOWN_METRICS, COMPARE_METRICS, MIFO_COLUMNS, ReportData
 from bas.report.plots import Plot
 from bas.report.results import is_ablation, is_competitor, is_reference, kind_of
 from bas.report.stats import best_methods
-from bas.scoring.schema import METRICS
+from bas.schema import METRICS
 
 SECTIONS = (
     ("overview", "Overview"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from bas.report import published
-from bas.report.build import COMPARE_METRICS, MIFO_COLUMNS, ReportData
+from bas.report.data import COMPARE_METRICS, MIFO_COLUMNS, ReportData
 from bas.report.results import kind_of
-from bas.scoring.schema import METRICS
+from bas.schema import METRICS
 
 
 def _fmt(value, digits: int = 3) -> str:

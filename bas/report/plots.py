@@ -1,6 +1,6 @@
 """The report's plots (matplotlib, Agg): saved as PNG and SVG, PNG bytes kept for embedding.
 
-Axis directions come from the metric registry (`bas.scoring.schema.METRICS`); every axis
+Axis directions come from the metric registry (`bas.schema.METRICS`); every axis
 label says which way is better. Each method keeps one colour across all plots; ablations of
 `bas` are drawn with open markers so they read apart from the competitors.
 """
@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from bas.io import atomic_write_bytes  # noqa: E402
 from bas.report.published import PublishedTable  # noqa: E402
 from bas.report.results import is_ablation, is_reference, method_order  # noqa: E402
-from bas.scoring.schema import METRICS  # noqa: E402
+from bas.schema import METRICS  # noqa: E402
 
 # Same bytes for the same inputs (DVC sees an unchanged output as unchanged).
 plt.rcParams["svg.hashsalt"] = "bas-report"

@@ -3,7 +3,7 @@
 A results directory is a storage root holding `runs/<method>/<scene_id>/` (and usually
 `scenes/`, and `scores/<method>/<scene_id>.parquet` where the pipeline scored), or the runs
 directory itself (scores then in each run's `scores.parquet`, as `bas score --run` writes).
-Every complete run (one with scores) is read and checked against `bas.scoring.schema`; runs without it are listed as incomplete
+Every complete run (one with scores) is read and checked against `bas.schema`; runs without it are listed as incomplete
 and left out, so a report can be made while other methods are still running.
 
 The scores file has one row per (image, concept in its prompt). Statistics are computed on
@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from bas.errors import DataError
-from bas.scoring.schema import MANIFEST_COLUMNS, METRICS, SCORE_COLUMNS, validate
+from bas.kinds import REFERENCES
+from bas.schema import MANIFEST_COLUMNS, METRICS, SCORE_COLUMNS, validate
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ def is_ablation(method: str) -> bool:
 
 def is_reference(method: str) -> bool:
     """A sandbox ground-truth reference (bas.sandbox.reference): a ceiling or floor, not a method."""
-    from bas.sandbox.reference import REFERENCES
-
     return method in REFERENCES
 
 

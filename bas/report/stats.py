@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from bas.report.results import is_ablation, method_order
-from bas.scoring.schema import METRICS
+from bas.schema import METRICS
 
 
 def bootstrap_ci(values: np.ndarray, samples: int, confidence: float,

@@ -39,7 +39,8 @@ from bas.config import Config, SandboxConfig, SandboxStage, to_dict
 from bas.io import atomic_dir
 from bas.sandbox import world
 from bas.sandbox.train_diffusion import Checkpointer, _progress, lr_at, stage_rng, to_pixels
-from bas.scoring.segment import Segmentation
+from bas.models.sandbox_segmenter import (CONFIG_FILE, IMAGE_SIZE, WEIGHTS_FILE, SandboxSegmenter, SegmenterNet,  # noqa: F401
+                                          _conv, _load, _pixels_of, _save, as_saved, split_instances)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ OBJECT_WEIGHT_AREA = 400   # px; an object this large weighs 1 a pixel in the se
 HELDOUT_SEGMENTER_IMAGES = 400
 HELDOUT_JUDGE_IMAGES = 1000
 CHECKPOINT_EVERY = 50
-WEIGHTS_FILE, CONFIG_FILE, RECORD_FILE = "model.safetensors", "config.json", "training_record.json"
+RECORD_FILE = "training_record.json"
 
 
 # --------------------------------------------------------------------------- data
@@ -162,45 +163,6 @@ def _augment_generator(seed: int, stream: str, step: int) -> torch.Generator:
 # --------------------------------------------------------------------------- networks
 
 
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-class SegmenterNet(nn.Module):
-    """A small U-Net: 64 -> 8 px in three stride-2 stages and back, with skips; per-pixel logits.
-
-    The 8x8 stage's receptive field spans the whole image, so a pixel's class can depend on
-    its object's outline, which is what tells the shapes apart.
-    """
-
-    def __init__(self, widths: Sequence[int] = (12, 24, 64, 96), classes: int = len(SEGMENTER_CLASSES)):
-        super().__init__()
-        w = list(widths)
-        self.widths = w
-        self.stem = nn.Sequential(_conv(3, w[0]), _conv(w[0], w[0]))
-        self.down = nn.ModuleList(nn.Sequential(_conv(w[i], w[i + 1], 2), _conv(w[i + 1], w[i + 1]))
-                                  for i in range(len(w) - 1))
-        self.bottom = _conv(w[-1], w[-1])
-        # One conv per decoder stage: the decoder runs at the high resolutions, where convs cost most.
-        # The last stage, at full resolution, only mixes the upsampled features with the stem's (1x1).
-        self.up = nn.ModuleList(_conv(w[i + 1] + w[i], w[i]) for i in reversed(range(1, len(w) - 1)))
-        self.fuse = nn.Sequential(nn.Conv2d(w[1] + w[0], w[0], 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
-        self.head = nn.Conv2d(w[0], classes, 1)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.stem(pixels)                                   # (B, w0, 64, 64)
-        skips = [x]
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-        x = self.bottom(skips.pop())                            # (B, w3, 8, 8)
-        for block in [*self.up, self.fuse]:
-            skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
-            x = block(torch.cat([x, skip], dim=1))
-        return self.head(x)                                     # (B, classes, 64, 64)
-
-
 class JudgeNet(nn.Module):
     """Four conv stages (64 -> 8 px), then average- and max-pooled features into four linear heads.
 
@@ -228,109 +190,7 @@ class JudgeNet(nn.Module):
 # --------------------------------------------------------------------------- segments
 
 
-def split_instances(labels: np.ndarray, class_names: Sequence[str], min_area: int) -> Segmentation:
-    """Per-pixel class labels (0 = background) -> one segment per 8-connected component of a class.
-
-    Components smaller than `min_area` pixels are dropped (their pixels are left unassigned).
-    Segment ids count from 1 in class order, then in scan order of each component's first pixel.
-    """
-    from scipy import ndimage
-
-    segment_map = np.zeros(labels.shape, np.int64)
-    segment_classes: dict[int, str] = {}
-    for k in range(1, len(class_names)):
-        components, count = ndimage.label(labels == k, structure=np.ones((3, 3), bool))
-        if not count:
-            continue
-        areas = np.bincount(components.ravel(), minlength=count + 1)
-        for component in range(1, count + 1):
-            if areas[component] >= min_area:
-                segment_id = len(segment_classes) + 1
-                segment_map[components == component] = segment_id
-                segment_classes[segment_id] = class_names[k]
-    return Segmentation(segment_map=segment_map, segment_classes=segment_classes)
-
-
-def _pixels_of(images: Sequence[Image.Image]) -> torch.Tensor:
-    """(B, 3, 64, 64) in [-1, 1]; images of another size are resized (bilinear) to the world's."""
-    arrays = [np.asarray(im.convert("RGB").resize((world.SIZE, world.SIZE), Image.BILINEAR)
-                         if im.size != (world.SIZE, world.SIZE) else im.convert("RGB")) for im in images]
-    return torch.from_numpy(np.stack(arrays).astype(np.float32)).permute(0, 3, 1, 2) / 127.5 - 1.0
-
-
 # --------------------------------------------------------------------------- saved models
-
-
-def _save(directory: Path, net: nn.Module, config: dict) -> None:
-    """fp16 safetensors (float tensors; BatchNorm's step counter stays an integer) + config json."""
-    from safetensors.torch import save_file
-
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-
-
-def _load(directory: Path, kind: str, build: Callable[[dict], nn.Module]) -> tuple[nn.Module, dict]:
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    config = json.loads((directory / CONFIG_FILE).read_text())
-    if config.get("kind") != kind:
-        raise ValueError(f"{directory}: holds a sandbox {config.get('kind')!r}, not a {kind!r}")
-    net = build(config)
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
-    net.load_state_dict(state)
-    return net.eval(), config
-
-
-def as_saved(net: nn.Module) -> nn.Module:
-    """`net` with its weights rounded to fp16, as saving and loading it gives them back (in place)."""
-    with torch.no_grad():
-        for tensor in net.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())
-    return net.eval()
-
-
-class SandboxSegmenter:
-    """Callable: a batch of PIL images -> one `Segmentation` each (MaskFormerSegmenter's contract)."""
-
-    def __init__(self, net: SegmenterNet, class_names: Sequence[str] = SEGMENTER_CLASSES,
-                 min_segment_fraction: float = MIN_SEGMENT_FRACTION):
-        self.net = net.eval()
-        self.class_names = tuple(class_names)
-        self.min_segment_fraction = min_segment_fraction
-        self.device = next(net.parameters()).device
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """The classes it can find (background is not one)."""
-        return self.class_names[1:]
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "SandboxSegmenter":
-        net, config = _load(Path(directory), "segmenter", lambda c: SegmenterNet(c["widths"], len(c["classes"])))
-        return cls(net, config["classes"], config["min_segment_fraction"])
-
-    def to(self, device: torch.device | str) -> "SandboxSegmenter":
-        self.net.to(device)
-        self.device = torch.device(device)
-        return self
-
-    @torch.no_grad()
-    def __call__(self, images: Sequence[Image.Image]) -> list[Segmentation]:
-        if not images:
-            return []
-        logits = self.net(_pixels_of(images).to(self.device)).float().cpu()      # (B, classes, 64, 64)
-        out = []
-        for image, image_logits in zip(images, logits):
-            size = (image.height, image.width)
-            if size != tuple(image_logits.shape[-2:]):
-                image_logits = F.interpolate(image_logits[None], size=size, mode="bilinear", align_corners=False)[0]
-            labels = image_logits.argmax(0).numpy()                              # (H, W)
-            min_area = max(1, round(self.min_segment_fraction * size[0] * size[1]))
-            out.append(split_instances(labels, self.class_names, min_area))
-        return out
 
 
 class Judge:
@@ -431,7 +291,7 @@ def judge_config(net: JudgeNet) -> dict:
 
 def _train_and_save(cfg: Config, name: str, fit, make_config, measure, description: str,
                     work_dir: Path, out_dir: Path) -> dict:
-    from bas.sandbox.train import device_record
+    from bas.sandbox.devices import device_record
 
     sb = cfg.sandbox
     started = time.time()

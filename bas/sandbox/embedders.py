@@ -331,7 +331,7 @@ def _record(cfg: Config, model: str, stage_name: str, architecture: dict, data: 
     CPU time is recorded beside wall time: on a shared machine the wall time says more about
     the neighbours than about the model.
     """
-    from bas.sandbox.train import device_record
+    from bas.sandbox.devices import device_record
 
     return {"model": model, "seed": cfg.sandbox.seed,
             "params": {stage_name: to_dict(getattr(cfg.sandbox, stage_name)), **data},

@@ -24,20 +24,19 @@ import pandas as pd
 from PIL import Image
 
 from bas.errors import DataError
+from bas.generation.grid import build_grid
+from bas.generation.run import manifest_frame
 from bas.io import atomic_write_bytes, atomic_write_parquet
+from bas.kinds import GROUND_TRUTH, OTHER_IDENTITY, REFERENCES
 from bas.sandbox import world
+from bas.scenes.coco import sandbox_world_root
 
 
-GROUND_TRUTH = "ground_truth"
-OTHER_IDENTITY = "other_identity"
-REFERENCES = (GROUND_TRUTH, OTHER_IDENTITY)
 SAMPLER = "sandbox_render"
 
 
 def scene_identities(scene) -> list[world.Identity]:
     """The world identity of each concept of a scene staged from a sandbox-world COCO root."""
-    from bas.scenes.coco import sandbox_world_root
-
     source = scene.source or {}
     recorded = Path(source.get("coco_root", ""))
     root = recorded if (recorded / "annotations").is_dir() else sandbox_world_root()
@@ -82,9 +81,6 @@ def require_reference(reference: str) -> None:
 
 def render_reference(cfg, scene, reference: str, out_dir: Path) -> pd.DataFrame:
     """Render the reference's images of one scene's grid into `out_dir`; returns its manifest."""
-    from bas.generation.grid import build_grid
-    from bas.generation.run import manifest_frame
-
     require_reference(reference)
     identities = scene_identities(scene)
     if reference == OTHER_IDENTITY:
@@ -103,33 +99,3 @@ def render_reference(cfg, scene, reference: str, out_dir: Path) -> pd.DataFrame:
         atomic_write_bytes(target, buffer.getvalue())
     atomic_write_parquet(out_dir / "manifest.parquet", manifest)
     return manifest
-
-
-def score_references(cfg, scene_ids: Sequence[str], out: Path,
-                     references: Sequence[str] = REFERENCES) -> pd.DataFrame:
-    """Render and score every reference on every staged scene, as the pipeline does for a method.
-
-    Renders and scores go where `bas run` puts them (`runs/<reference>/`, `scores/<reference>/`)
-    through the pipeline's own stages, so they are redone exactly when their fingerprints
-    change (other generation settings, retrained scorers) and shared with the main job.
-    Returns the method summary (mean, bootstrap CI, n per reference and metric), also written
-    to `<out>/reference_means.csv`.
-    """
-    from bas import paths, pipeline
-    from bas.io import atomic_write_text
-    from bas.report.results import per_image
-    from bas.report.stats import method_summary
-    from bas.scoring.schema import METRICS
-
-    frames = []
-    for reference in references:
-        require_reference(reference)
-        for scene_id in scene_ids:
-            pipeline.train_generate(cfg, reference, scene_id)
-            pipeline.score(cfg, reference, scene_id)
-            frames.append(pd.read_parquet(paths.scene_scores_path(cfg, reference, scene_id)))
-    images = per_image(pd.concat(frames, ignore_index=True))
-    means = method_summary(images, METRICS, cfg.report.bootstrap_samples, cfg.report.confidence,
-                           cfg.report.bootstrap_seed)
-    atomic_write_text(Path(out) / "reference_means.csv", means.to_csv(index=False))
-    return means

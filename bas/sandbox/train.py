@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Iterable
@@ -23,24 +22,13 @@ import torch
 
 from bas.config import Config, to_dict
 from bas.errors import ConfigError
+from bas.sandbox.devices import device_record
 
 log = logging.getLogger(__name__)
 
 DIFFUSION_STAGES = ("vae", "base", "validity")
 SCORER_STAGES = ("clip", "dino", "segmenter", "judge")
 STAGES = ("vae", "base", "clip", "dino", "segmenter", "judge", "validity")
-
-
-def device_record(device: torch.device | str = "cpu", workers: int = 0) -> dict:
-    """Where a model was trained: enough to say which figures a rerun should reproduce exactly."""
-    device = torch.device(device)
-    record = {"device": device.type, "cpu": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
-    if device.type == "cuda":
-        record["gpu"] = torch.cuda.get_device_name(device)
-    if workers:
-        record["render_workers"] = workers
-    return record
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -9,13 +9,15 @@ the directories it drops, so earlier runs that used them stay explainable).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import pandas as pd
 
 from bas.errors import DataError
 from bas.io import atomic_write_parquet
-from bas.scenes.scene import Scene
+
+if TYPE_CHECKING:   # for annotations only: bas.scenes.scene reads the index
+    from bas.scenes.scene import Scene
 
 # name -> pandas dtype. `source_kind` ("coco" / "user") is what staging uses to tell its own
 # rows from the user's; image_id and category_id are null for a user's scene.

@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from bas.errors import DataError
 from bas.io import atomic_dir, sha256_bytes
+from bas.scenes.index import read_index
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +235,6 @@ def scene_dirs(scenes_dir: str | Path) -> list[Path]:
     scenes_dir = Path(scenes_dir)
     index_path = scenes_dir / INDEX_FILE
     if index_path.exists():
-        from bas.scenes.index import read_index
-
         ids = sorted(set(read_index(index_path)["scene_id"]))
         return [scenes_dir / scene_id for scene_id in ids]
     if not scenes_dir.is_dir():

@@ -49,7 +49,7 @@ from bas.scenes import Scene, load_scene
 from bas.scenes.masking import masked_concept
 from bas.scoring.clip_scores import ClipEmbedder
 from bas.scoring.dino_scores import DinoEmbedder
-from bas.scoring.schema import MANIFEST_COLUMNS, METRICS, SCORE_COLUMNS, frame, validate
+from bas.schema import MANIFEST_COLUMNS, METRICS, SCORE_COLUMNS, frame, validate
 from bas.scoring.segment import Segmentation, make_segmenter
 
 log = logging.getLogger(__name__)

@@ -4,13 +4,12 @@ BaS identity similarity (PROTOCOL.md sec. 5) keeps, in a generated image, the un
 segments whose class is the concept's class. MaskFormer (Swin-L, COCO panoptic; a tiny
 random one in the `tiny` profile) runs on a batch of images; transformers' panoptic
 post-processing turns its queries into segments at each image's own size. The sandbox
-profile brings its own segmenter, trained on its world (`bas.sandbox.classifiers`), with the
+profile brings its own segmenter, trained on its world (`bas.models.sandbox_segmenter`), with the
 same contract; `make_segmenter` picks whichever the loaded scorers have.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -18,23 +17,8 @@ import torch
 from PIL import Image
 
 from bas.config import ScoringConfig
-
-
-@dataclass
-class Segmentation:
-    """One image's panoptic segments: a map of segment ids (0 = no segment) and their classes."""
-
-    segment_map: np.ndarray                                  # (H, W) int, 0 = unassigned
-    segment_classes: dict[int, str] = field(default_factory=dict)  # segment id -> class name
-
-    def class_mask(self, class_name: str) -> np.ndarray:
-        """(H, W) bool: the union of every segment of `class_name` (all False if none)."""
-        ids = [sid for sid, name in self.segment_classes.items() if name == class_name]
-        return np.isin(self.segment_map, ids)
-
-    @property
-    def classes(self) -> set[str]:
-        return set(self.segment_classes.values())
+from bas.errors import ModelNotAvailableError
+from bas.models.segmentation import Segmentation
 
 
 class MaskFormerSegmenter:
@@ -81,8 +65,6 @@ def make_segmenter(scorers, cfg: ScoringConfig, device: torch.device):
     if own is not None:
         return own.to(device)
     if scorers.maskformer is None:
-        from bas.errors import ModelNotAvailableError
-
         raise ModelNotAvailableError(f"the {scorers.profile} scorers have no segmenter: identity similarity cannot "
                                      "be scored (sandbox: `bas sandbox train --only segmenter` trains it)")
     return MaskFormerSegmenter(scorers, cfg, device)

@@ -4,7 +4,7 @@ Public API:
 - `train_scene(cfg, method, scene, run_dir=None, parts=None) -> TrainResult` (bas.training.engine)
 - `get_recipe(cfg, method)`, `SHIPPED`, `SUCCESSORS`, `UNAVAILABLE` (bas.training.methods)
 - loss terms: `bas.training.losses` (pure), `bas.training.terms` (named attention terms);
-  attention capture: `bas.training.attention`
+  attention capture: `bas.attention` (shared with generation)
 """
 
 from bas.training.engine import TrainResult, Trainer, is_complete, read_train_json, run_key, train_scene

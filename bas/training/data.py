@@ -220,14 +220,3 @@ def prompt_ids(tokenizer, prompts: Sequence[str], device: Optional[torch.device]
     ids = tokenizer(list(prompts), padding="max_length", truncation=True,
                     max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     return ids.to(device) if device is not None else ids
-
-
-def token_positions(ids: torch.Tensor, token_ids: Sequence[int]) -> list[int]:
-    """Where each of `token_ids` sits in one prompt's ids (77,); each must occur once."""
-    positions = []
-    for token_id in token_ids:
-        where = (ids == token_id).nonzero().flatten().tolist()
-        if len(where) != 1:
-            raise ValueError(f"token id {token_id} occurs {len(where)} times in the prompt, expected once")
-        positions.append(where[0])
-    return positions

@@ -34,14 +34,13 @@ from typing import Any, Optional
 
 import torch
 
-from bas import paths
+from bas import attention as attn, paths
+from bas.attention import token_positions
 from bas.config import Config, MethodRecipe, PhaseRecipe, to_dict
 from bas.errors import BasError
 from bas.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_bytes
 from bas.tokens import TOKENS_FILE, WEIGHTS_FILE, add_placeholder_tokens, save_tokens, save_trained_weights
-from bas.training import attention as attn
-from bas.training.data import (SOURCES, ConceptSampler, PriorSource, SceneLike, prompt_ids,
-                               token_positions)
+from bas.training.data import SOURCES, ConceptSampler, PriorSource, SceneLike, prompt_ids
 from bas.training.losses import (bas_attention_loss_batch, downsample_mask, masked_diffusion_loss,
                                  prior_loss)
 from bas.training.methods import get_recipe

@@ -17,8 +17,9 @@ from typing import Sequence
 
 import torch
 
-from bas.training import attention as attn
-from bas.training.data import encode_posterior, image_to_tensor, make_prompt, prompt_ids, token_positions
+from bas import attention as attn
+from bas.attention import token_positions
+from bas.training.data import encode_posterior, image_to_tensor, make_prompt, prompt_ids
 from bas.training.losses import downsample_mask
 
 PROBE_TIMESTEPS = (100, 300, 500, 700, 900)

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from bas.config import AttentionTermRecipe
-from bas.training.attention import AttentionStore
+from bas.attention import AttentionStore
 from bas.training.losses import (mifo_penalty_loss, mifo_reward_loss, sne_enhance_loss, sne_separate_loss,
                                  tl_attention_loss, tl_guidance_maps)
 

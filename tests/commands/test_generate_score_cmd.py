@@ -3,7 +3,7 @@
 import pandas as pd
 
 from bas.cli import main
-from bas.scoring.schema import MANIFEST_COLUMNS, SCORE_COLUMNS, validate
+from bas.schema import MANIFEST_COLUMNS, SCORE_COLUMNS, validate
 
 
 def test_generate_then_score_a_run(coco_scene_writer, tiny_models_cfg, tmp_path, make_untrained_run, capsys):

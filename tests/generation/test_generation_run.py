@@ -10,7 +10,7 @@ from bas.generation import run as gen_run
 from bas.generation.run import generate_grid, generate_run, regenerate_image
 from bas.models import load_diffusion
 from bas.scenes import load_scene
-from bas.scoring.schema import MANIFEST_COLUMNS, validate
+from bas.schema import MANIFEST_COLUMNS, validate
 from bas.tokens import apply_trained
 
 SCENE = "coco-train2017-599"

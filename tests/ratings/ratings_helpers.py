@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from bas import config
 
 REPO = Path(__file__).resolve().parents[2]
-from bas.scoring.schema import MANIFEST_COLUMNS, frame
+from bas.schema import MANIFEST_COLUMNS, frame
 
 METHODS = ("break_a_scene", "textual_inversion_m", "dreambooth_m")
 # scene id -> class names; two scenes of 3 concepts and one of 2.

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from bas.io import atomic_write_parquet
-from bas.scoring.schema import MANIFEST_COLUMNS, SCORE_COLUMNS, frame
+from bas.schema import MANIFEST_COLUMNS, SCORE_COLUMNS, frame
 
 # method -> (prompt similarity, identity similarity) centres
 CENTRES = {

@@ -7,7 +7,7 @@ from scipy.stats import studentized_range
 
 from bas.report import stats
 from bas.report.results import load_results, per_image
-from bas.scoring.schema import SCORE_COLUMNS, frame
+from bas.schema import SCORE_COLUMNS, frame
 
 from report_fixtures import CENTRES
 

@@ -193,3 +193,11 @@ def test_make_segmenter_picks_the_sandbox_segmenter_when_the_scorers_have_one():
     untrained = SimpleNamespace(segmenter=None, maskformer=None, profile="sandbox")
     with pytest.raises(ModelNotAvailableError, match="bas sandbox train --only segmenter"):
         make_segmenter(untrained, ScoringConfig(), torch.device("cpu"))
+
+
+def test_the_run_time_segmenter_is_trained_on_this_worlds_classes_and_size():
+    from bas.models import sandbox_segmenter as runtime
+
+    assert runtime.SEGMENTER_CLASSES == C.SEGMENTER_CLASSES == ("background",) + world.SHAPES
+    assert runtime.IMAGE_SIZE == world.SIZE
+    assert runtime.MIN_SEGMENT_FRACTION == C.MIN_SEGMENT_FRACTION

@@ -81,7 +81,7 @@ def test_a_scene_not_from_the_world_is_refused(staged):
 def test_the_committed_scorers_separate_ground_truth_from_another_identity(staged, tmp_path):
     cfg, scenes = staged
     ids = [s.scene_id for s in scenes]
-    means = reference.score_references(cfg, ids, tmp_path)
+    means = pipeline.score_references(cfg, ids, tmp_path)
     table = means.pivot(index="method", columns="metric", values="mean")
     assert (tmp_path / "reference_means.csv").exists()
     # The true objects are found and recognised; a same-shape object of another colour is found
@@ -95,10 +95,10 @@ def test_the_committed_scorers_separate_ground_truth_from_another_identity(stage
     assert pipeline.score_done(cfg, "ground_truth", ids[0])
     scores = pipeline.paths.scene_scores_path(cfg, "ground_truth", ids[0])
     stamp = scores.stat().st_mtime_ns
-    reference.score_references(cfg, ids[:1], tmp_path, ["ground_truth"])
+    pipeline.score_references(cfg, ids[:1], tmp_path, ["ground_truth"])
     assert scores.stat().st_mtime_ns == stamp
     with pytest.raises(DataError, match="unknown reference 'oracle'"):
-        reference.score_references(cfg, ids[:1], tmp_path, ["oracle"])
+        pipeline.score_references(cfg, ids[:1], tmp_path, ["oracle"])
 
 
 @pytest.mark.skipif(not (WEIGHTS / "dino" / "model.safetensors").exists(), reason=f"no committed scorers in {WEIGHTS}")
@@ -110,13 +110,13 @@ def test_retrained_scorers_score_the_references_again(staged, tmp_path):
         shutil.copytree(WEIGHTS / part, weights / part)
     cfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, sandbox_weights=str(weights)))
     ids = [scenes[0].scene_id]
-    reference.score_references(cfg, ids, tmp_path, ["ground_truth"])
+    pipeline.score_references(cfg, ids, tmp_path, ["ground_truth"])
     scores = pipeline.paths.scene_scores_path(cfg, "ground_truth", ids[0])
     renders = pipeline.paths.manifest_path(pipeline.paths.run_dir(cfg, "ground_truth", ids[0]))
     score_stamp, render_stamp = scores.stat().st_mtime_ns, renders.stat().st_mtime_ns
     dino = weights / "dino" / "model.safetensors"
     dino.write_bytes(dino.read_bytes()[:-2] + b"\x00\x00")           # a "retrained" DINO: other bytes
-    reference.score_references(cfg, ids, tmp_path, ["ground_truth"])
+    pipeline.score_references(cfg, ids, tmp_path, ["ground_truth"])
     assert scores.stat().st_mtime_ns != score_stamp
     assert renders.stat().st_mtime_ns == render_stamp
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from bas.cli import main
 from bas.scenes import load_scene
-from bas.scoring.schema import SCORE_COLUMNS, validate
+from bas.schema import SCORE_COLUMNS, validate
 
 
 def test_real_photos_score_against_their_own_scenes(coco_scenes, tiny_models_cfg, tmp_path, capsys):

@@ -9,7 +9,7 @@ from bas.errors import DataError
 from bas.scenes import load_scene
 from bas.scoring.dino_scores import DinoEmbedder
 from bas.scenes.masking import masked_concept
-from bas.scoring.schema import METRICS, SCORE_COLUMNS, validate
+from bas.schema import METRICS, SCORE_COLUMNS, validate
 from bas.scoring.score import Scorer, composite_score, score_folder
 from bas.scoring.segment import Segmentation
 

@@ -7,8 +7,9 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from bas.config import BAS_ATTENTION_LAYERS
 from bas.models import load_diffusion
 from bas.tokens import add_placeholder_tokens
-from bas.training import attention as attn
-from bas.training.data import prompt_ids, token_positions
+from bas import attention as attn
+from bas.attention import token_positions
+from bas.training.data import prompt_ids
 from bas.training.losses import bas_attention_loss_batch
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bas.training.data import (ConceptSampler, MaskedCollectionSource, SceneSource, make_prompt, prompt_ids,
-                               token_positions)
+from bas.attention import token_positions
+from bas.training.data import ConceptSampler, MaskedCollectionSource, SceneSource, make_prompt, prompt_ids
 
 
 def test_union_sampling_draws_k_uniformly_and_distinct_concepts():

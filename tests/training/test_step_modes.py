@@ -8,7 +8,7 @@ from bas.errors import BasError
 from bas.models import load_diffusion
 from bas.tokens import TOKENS_FILE, load_tokens
 from bas.training import Trainer, get_recipe, train_scene
-from bas.training.attention import AttentionStore
+from bas.attention import AttentionStore
 from bas.training.engine import run_key
 
 OFFICIAL = {"training.cache_latents": False, "training.attention_capture": "every_layer"}

@@ -14,7 +14,7 @@ from bas.config import BAS_ATTENTION_LAYERS, ConfigError
 from bas.generation.run import generate_grid, generate_run
 from bas.models import load_diffusion
 from bas.scenes import load_scene
-from bas.scoring.schema import MANIFEST_COLUMNS, SCORE_COLUMNS, validate
+from bas.schema import MANIFEST_COLUMNS, SCORE_COLUMNS, validate
 from bas.scoring.score import make_scorer, score_run
 from bas.tokens import TOKENS_FILE, load_tokens
 from bas.training import SUCCESSORS, get_recipe, train_scene

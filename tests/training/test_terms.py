@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bas.config import AttentionTermRecipe
-from bas.training.attention import AttentionStore
+from bas.attention import AttentionStore
 from bas.training.losses import (mifo_penalty_loss, mifo_reward_loss, sne_enhance_loss, sne_separate_loss,
                                  tl_attention_loss, tl_guidance_maps)
 from bas.training.terms import TermInputs, compute_term, term_active

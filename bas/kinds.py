@@ -1,0 +1,18 @@
+"""The kinds of method a run can be, and the sandbox's references, which have no recipe.
+
+- `method`: a method the report compares (BaS itself, the baselines' shapes aside);
+- `ablation`: BaS with one part switched off (BaS sec. 5.2), kept off the Pareto front;
+- `baseline`: a method BaS compares against (TI-m, DB-m, CD-m);
+- `successor`: a later method on the same engine (PROTOCOL.md sec. 3);
+- `reference`: the sandbox world's ground truth rendered into the grid (a ceiling or floor,
+  `bas.sandbox.reference`), not a method: off the front and out of the tests.
+"""
+
+from __future__ import annotations
+
+KINDS = ("method", "ablation", "baseline", "successor", "reference")
+
+GROUND_TRUTH = "ground_truth"
+OTHER_IDENTITY = "other_identity"
+# The references the sandbox can render; listed in `orchestration.methods` next to the methods.
+REFERENCES = (GROUND_TRUTH, OTHER_IDENTITY)
