@@ -16,14 +16,13 @@ outputs depend on (the scene's content hash, the method's resolved recipe, the s
 that decide pixels or scores, and the version of the code that makes them); a finished
 stage leaves a small marker holding its fingerprint, written last, and is skipped (without
 loading a model) while the fingerprint matches. Prefect's cache keys are these fingerprints.
+`bas.done` computes them and says whether a (method, scene) is done, and why not.
 Each execution leaves an attempt record (`bas.attempts`) with its summary.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import math
 import os
@@ -32,117 +31,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from bas import attempts, paths
 from bas.config import Config, to_dict
+# Whether a (method, scene) is done and why not, its fingerprints and each stage's code live in
+# bas.done; the names are re-exported here for the Prefect tasks' cache keys and the benches.
+from bas.done import (DONE_FILE, STAGE_CODE, code_version, done_record, grid_complete,  # noqa: F401
+                      read_json as _read_json, scene_content_hash, score_done, score_fingerprint,
+                      score_marker as _score_marker, score_status, train_generate_done,
+                      train_generate_fingerprint, train_generate_status, weights_identity)
 from bas.errors import ConfigError, DataError
 from bas.io import atomic_write_json, atomic_write_parquet
 from bas.kinds import REFERENCES
 
 log = logging.getLogger(__name__)
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-# The code each stage's outputs depend on (files or packages under bas/), for its fingerprint.
-STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "train_generate": ("training", "generation", "models", "scenes", "tokens.py", "batching.py", "pipeline.py"),
-    "score": ("scoring", "models", "scenes", "batching.py", "pipeline.py"),
-    "reference": ("sandbox/reference.py", "sandbox/world.py", "generation/grid.py", "pipeline.py"),
-}
-# The sandbox's ground-truth references (bas.sandbox.reference.REFERENCES) may be listed in
-# orchestration.methods next to the methods; their "training and grid" is a render of the true objects.
-DONE_FILE = "done.json"  # in a run directory: train + grid finished for this fingerprint
-
-
-# --------------------------------------------------------------------------- fingerprints
-
-
-@functools.lru_cache(maxsize=None)
-def code_version(stage: str) -> str:
-    """SHA-256 over the source of the modules `stage`'s outputs depend on."""
-    h = hashlib.sha256()
-    for entry in STAGE_CODE[stage]:
-        target = PACKAGE_DIR / entry
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target] if target.exists() else []
-        for path in files:
-            h.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def weights_identity(models_cfg, parts: tuple[str, ...]) -> Optional[str]:
-    """A digest of the sandbox profile's model files under `parts`, or None for other profiles.
-
-    sd21 names its weights by hub id or path and tiny builds them from a seed, and both are in
-    the models config a fingerprint already hashes; the sandbox's weights are files that
-    `bas sandbox train` rewrites in place, so a retrained model must change the fingerprints.
-    """
-    if models_cfg.profile != "sandbox":
-        return None
-    from bas.models.registry import sandbox_weights_digest
-
-    return sandbox_weights_digest(models_cfg, parts)
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _read_json(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def scene_content_hash(cfg: Config, scene_id: str) -> str:
-    """The staged scene's content hash, from its scene.json (no image is read)."""
-    scene_json = paths.scenes_dir(cfg) / scene_id / "scene.json"
-    info = _read_json(scene_json)
-    if info is None or "content_hash" not in info:
-        raise DataError(f"scene {scene_id!r}: {scene_json} is missing or unreadable (stage the scenes first)")
-    return info["content_hash"]
-
-
-def train_generate_fingerprint(cfg: Config, method: str, scene_id: str) -> str:
-    from bas.training.engine import run_key
-    from bas.training.methods import get_recipe
-
-    if method in REFERENCES:
-        return _digest({"reference": method, "scene": scene_content_hash(cfg, scene_id),
-                        "generation": to_dict(cfg.generation), "seed": cfg.seed, "code": code_version("reference")})
-    scene = SimpleNamespace(scene_id=scene_id, content_hash=scene_content_hash(cfg, scene_id))
-    return _digest({"train": run_key(cfg, method, get_recipe(cfg, method), scene),
-                    "generation": to_dict(cfg.generation), "seed": cfg.seed,
-                    "code": code_version("train_generate"),
-                    "weights": weights_identity(cfg.models, ("diffusion",))})
-
-
-def train_generate_done(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None) -> bool:
-    """True when the run directory holds the finished training and grid for `fingerprint`."""
-    run = paths.run_dir(cfg, method, scene_id)
-    fingerprint = fingerprint or train_generate_fingerprint(cfg, method, scene_id)
-    done = _read_json(run / DONE_FILE)
-    return bool(done) and done.get("fingerprint") == fingerprint and paths.manifest_path(run).exists()
-
-
-def score_fingerprint(cfg: Config, method: str, scene_id: str) -> str:
-    done = _read_json(paths.run_dir(cfg, method, scene_id) / DONE_FILE) or {}
-    return _digest({"run": done.get("fingerprint"), "scoring": to_dict(cfg.scoring),
-                    "models": to_dict(cfg.models), "code": code_version("score"),
-                    "weights": weights_identity(cfg.models, ("clip", "dino", "segmenter"))})
-
-
-def _score_marker(cfg: Config, method: str, scene_id: str) -> Path:
-    return paths.scene_scores_path(cfg, method, scene_id).with_suffix(".json")
-
-
-def score_done(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None) -> bool:
-    fingerprint = fingerprint or score_fingerprint(cfg, method, scene_id)
-    marker = _read_json(_score_marker(cfg, method, scene_id))
-    return (bool(marker) and marker.get("fingerprint") == fingerprint
-            and paths.scene_scores_path(cfg, method, scene_id).exists())
 
 
 # --------------------------------------------------------------------------- stages
@@ -221,13 +124,16 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
         summary = {"stage": "train_generate", "method": method, "scene_id": scene_id, "fingerprint": fingerprint,
                    "trained": False, "images": 0, "images_generated": 0, "train_seconds": 0.0,
                    "generate_seconds": 0.0, "device": str(pick_device())}
-        if train_generate_done(cfg, method, scene_id, fingerprint):
+        status = train_generate_status(cfg, method, scene_id, fingerprint)
+        if status.done:
             log.info("%s/%s: training and grid already finished", method, scene_id)
             summary["images"] = _count_manifest(paths.manifest_path(run))
         elif method in REFERENCES:
+            log.info("%s/%s: rendering: %s", method, scene_id, "; ".join(status.reasons))
             summary["images"] = _render_reference(cfg, method, scene_id, run)
-            atomic_write_json(run / DONE_FILE, {"fingerprint": fingerprint, "images": summary["images"]})
+            atomic_write_json(run / DONE_FILE, done_record(cfg, method, scene_id, fingerprint, summary["images"]))
         else:
+            log.info("%s/%s: to do: %s", method, scene_id, "; ".join(status.reasons))
             scene = load_scene(paths.scenes_dir(cfg) / scene_id)
             before = _image_stats(paths.images_dir(run))
             started = time.perf_counter()
@@ -235,7 +141,7 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
             train_dir = run / TRAIN_DIR
             trained = is_complete(train_dir, run_key(cfg, method, recipe, scene), recipe, cfg.training.keep_weights)
             if (trained and trains_weights(recipe) and not (train_dir / WEIGHTS_FILE).exists()
-                    and not _grid_complete(cfg, method, scene, run)):
+                    and not grid_complete(cfg, method, scene, run)):
                 # The fine-tuned weights were not kept (training.keep_weights), so the model that
                 # made the grid is gone: train again rather than finish the grid with another
                 # model. Images the new model makes differently are stale and made again.
@@ -259,7 +165,7 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
             after = _image_stats(paths.images_dir(run))
             summary["images"] = len(manifest)
             summary["images_generated"] = sum(1 for name, stat in after.items() if before.get(name) != stat)
-            atomic_write_json(run / DONE_FILE, {"fingerprint": fingerprint, "images": len(manifest)})
+            atomic_write_json(run / DONE_FILE, done_record(cfg, method, scene_id, fingerprint, len(manifest)))
         record.data["summary"] = summary
     return summary
 
@@ -272,17 +178,6 @@ def _render_reference(cfg: Config, reference: str, scene_id: str, run: Path) -> 
     if run.exists():
         shutil.rmtree(run)   # renders of other settings: made again, they take seconds
     return len(render_reference(cfg, load_scene(paths.scenes_dir(cfg) / scene_id), reference, run))
-
-
-def _grid_complete(cfg: Config, method: str, scene, run: Path) -> bool:
-    """Whether the grid of a finished training has every image, made with its saved tokens."""
-    from bas.generation.run import plan_grid, tokens_fingerprint
-    from bas.tokens import TOKENS_FILE, load_tokens
-
-    learned, _ = load_tokens(paths.train_dir(run) / TOKENS_FILE)
-    plan = plan_grid(cfg, method, scene.scene_id, list(learned), scene.class_names, cfg.models.profile,
-                     tokens_fingerprint(learned), run)
-    return plan.complete and paths.manifest_path(run).exists()
 
 
 def _count_manifest(path: Path) -> int:

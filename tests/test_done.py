@@ -1,0 +1,56 @@
+"""bas.done: the one list of each stage's code, checked against dvc.yaml, and the reasons a
+(method, scene) is not done."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from bas import done, pipeline
+from orchestration_helpers import REPO
+
+
+def _code_deps(stage: dict) -> set[str]:
+    deps = stage.get("do", stage).get("deps", [])
+    return {d for d in deps if isinstance(d, str) and d.startswith("bas/") and not d.startswith("bas/data/")}
+
+
+def test_dvc_code_deps_are_the_stage_code_of_bas_done():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    with_code = {name for name, stage in stages.items() if _code_deps(stage)}
+    assert with_code == {"scenes", "train_generate", "score", "report"}
+    for name in with_code:
+        assert _code_deps(stages[name]) == {f"bas/{entry}" for entry in done.STAGE_CODE[name]}, name
+    for entries in done.STAGE_CODE.values():
+        for entry in entries:
+            assert (done.PACKAGE_DIR / entry).exists(), entry
+
+
+def test_the_pipeline_asks_bas_done():
+    assert pipeline.train_generate_status is done.train_generate_status
+    assert pipeline.STAGE_CODE is done.STAGE_CODE and pipeline.code_version is done.code_version
+
+
+def test_status_says_why_a_run_is_not_done(tmp_path, monkeypatch):
+    from bas import config
+
+    cfg = config.load(REPO / "params.yaml", {"models.profile": "tiny", "paths.storage_root": str(tmp_path)})
+    scene_dir = tmp_path / cfg.paths.scenes / "s1"
+    scene_dir.mkdir(parents=True)
+    (scene_dir / "scene.json").write_text(json.dumps({"content_hash": "abc"}))
+    status = done.train_generate_status(cfg, "bas", "s1")
+    assert not status and any("done.json" in r and "not finished" in r for r in status.reasons)
+
+    run = pipeline.paths.run_dir(cfg, "bas", "s1")
+    run.mkdir(parents=True)
+    (run / "manifest.parquet").write_bytes(b"")
+    (run / done.DONE_FILE).write_text(json.dumps(done.done_record(cfg, "bas", "s1", status.fingerprint, 0)))
+    assert done.train_generate_status(cfg, "bas", "s1")
+
+    other = config.load(REPO / "params.yaml", {"models.profile": "tiny", "paths.storage_root": str(tmp_path),
+                                               "generation.seeds": cfg.generation.seeds + 1})
+    stale = done.train_generate_status(other, "bas", "s1")
+    assert not stale and stale.reasons == [f"{run / done.DONE_FILE} was written for other inputs (changed: generation)"]
+    (scene_dir / "scene.json").write_text(json.dumps({"content_hash": "another"}))
+    assert "changed: train" in done.train_generate_status(cfg, "bas", "s1").reasons[0]
