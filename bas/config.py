@@ -21,6 +21,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from bas.attention_terms import ATTENTION_TERMS, option_names
 from bas.errors import ConfigError
 from bas.schema import METRICS
 
@@ -480,45 +481,78 @@ class AttentionLossRecipe:
     layers: tuple[str, ...]          # UNet attention blocks whose cross-attention maps are read
 
 
-# Attention-map loss terms of the successor methods (bas/training/terms.py runs them).
-TERM_KINDS = ("mifo_reward", "mifo_penalty", "tl_hard", "tl_soft", "sne_separate", "sne_enhance")
 RESERVED_TERMS = ("diffusion", "attention", "prior")
 
 
 @dataclass(frozen=True)
 class AttentionTermRecipe:
-    """One named attention loss term: what it computes, on which layers, and when it is on.
+    """One named attention loss term: its kind, the layers it reads, when it is on, its options.
 
-    A phase turns it on with a weight in `term_weights`. `from_step`/`until_step` count the
-    phase's own steps (half-open); `max_timestep` keeps only samples noised at t < it.
+    `kind` is a key of `bas.attention_terms.ATTENTION_TERMS`; the kind's own settings are set
+    next to it in params (`target_scale: 0.5`) and held in `options`, that kind's dataclass
+    (a key the kind does not have is an error); `term.target_scale` reads them too.
+    A phase turns the term on with a weight in `term_weights`. `from_step`/`until_step` count
+    the phase's own steps (half-open); `max_timestep` keeps only samples noised at t < it.
     """
 
-    kind: Literal["mifo_reward", "mifo_penalty", "tl_hard", "tl_soft", "sne_separate", "sne_enhance"]
+    kind: str
     layers: tuple[str, ...]          # UNet attention blocks (SD 2.1 names) whose cross-attention is read
     from_step: int = 0
     until_step: Optional[int] = None
     max_timestep: Optional[int] = None
-    target_scale: float = 0.5        # mifo_reward: the target is target_scale x the mask
-    map_scale: int = 4               # tl_*: guidance maps at map_scale x the latent side (256 on SD 2.1)
-    smoothing_size: int = 3          # sne_enhance: Gaussian kernel size and sigma
-    smoothing_sigma: float = 0.5
+    options: Any = None              # the kind's options dataclass; None: its defaults
 
     def __post_init__(self) -> None:
+        _check_field(self.kind in ATTENTION_TERMS, "kind", self.kind,
+                     f"not an attention term kind (known: {', '.join(ATTENTION_TERMS)})")
         _check_field(len(self.layers) >= 1, "layers", self.layers, "needs at least one attention block")
         _check_field(self.from_step >= 0, "from_step", self.from_step, "must be >= 0")
         _check_field(self.until_step is None or self.until_step > self.from_step, "until_step",
                      self.until_step, "must be above from_step (or null)")
         _check_field(self.max_timestep is None or self.max_timestep > 0, "max_timestep", self.max_timestep,
                      "must be > 0 (or null)")
-        _check_field(self.map_scale >= 1, "map_scale", self.map_scale, "must be >= 1")
-        _check_field(self.smoothing_size >= 1 and self.smoothing_size % 2 == 1, "smoothing_size",
-                     self.smoothing_size, "must be odd and >= 1")
-        _check_field(self.smoothing_sigma > 0, "smoothing_sigma", self.smoothing_sigma, "must be > 0")
+        options_type = ATTENTION_TERMS[self.kind].options
+        if self.options is None:
+            object.__setattr__(self, "options", options_type())
+        _check_field(isinstance(self.options, options_type), "options", self.options,
+                     f"must be a {options_type.__name__} (the options of kind {self.kind})")
+
+    @classmethod
+    def gather_options(cls, value: dict[str, Any], key: str) -> dict[str, Any]:
+        """Params' flat mapping -> the dataclass's fields, the kind's keys built into `options`."""
+        kind = value.get("kind")
+        if kind not in ATTENTION_TERMS:
+            raise ConfigError(f"params: {key}.kind = {kind!r}: not an attention term kind "
+                              f"(known: {', '.join(ATTENTION_TERMS)})")
+        names = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        raw = dict(value.get("options") or {})
+        raw.update({k: v for k, v in value.items() if k not in names and k != "options"})
+        allowed = option_names(kind)
+        unknown = sorted(set(raw) - set(allowed))
+        if unknown:
+            raise ConfigError(f"params: unknown key {key}.{unknown[0]} (kind {kind} has options: "
+                              f"{', '.join(allowed) or 'none'})")
+        options_type = ATTENTION_TERMS[kind].options
+        hints = typing.get_type_hints(options_type)
+        built = {name: build(hints[name], v, f"{key}.{name}") for name, v in raw.items()}
+        try:
+            options = options_type(**built)
+        except ValueError as err:
+            name, _, why = str(err).partition(": ")
+            raise ConfigError(f"params: {key}.{name} = {built.get(name)!r}: {why}") from None
+        return {**{k: v for k, v in value.items() if k in names}, "options": options}
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not fields: a kind's option, read through the term.
+        options = self.__dict__.get("options")
+        if options is not None and name in {f.name for f in dataclasses.fields(options)}:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__} of kind {self.__dict__.get('kind')!r} has no {name!r}")
 
     @property
     def needs_heads(self) -> bool:
-        """S&E reads every head's map; the other terms read head-averaged maps."""
-        return self.kind in ("sne_separate", "sne_enhance")
+        """Whether the term reads every head's map (the store then keeps them)."""
+        return ATTENTION_TERMS[self.kind].needs_heads
 
 
 @dataclass(frozen=True)
@@ -723,6 +757,8 @@ def build(tp: Any, value: Any, key: str) -> Any:
         if value is None:
             value = {}
         _check(isinstance(value, dict), key or "<root>", value, f"expected a mapping for {tp.__name__}")
+        if hasattr(tp, "gather_options"):   # a dataclass whose kind brings its own keys
+            value = tp.gather_options(value, key)
         hints = typing.get_type_hints(tp)
         names = {f.name for f in dataclasses.fields(tp) if f.init}
         unknown = sorted(set(value) - names)

@@ -221,3 +221,34 @@ def sne_enhance_loss(maps: torch.Tensor, kernel_size: int = 3, sigma: float = 0.
     smoothed = F.conv2d(flat, kernel).reshape(k, heads * side * side)                # (k, heads*s*s)
     peaks = smoothed.amax(dim=1)                                                     # (k,)
     return 1 - peaks.min()
+
+
+# --------------------------------------------------------------------------- attention terms
+# The registry's loss functions (bas.attention_terms): one instance sample's maps, as the
+# entry `reads` them, its (k, H, W) masks, the kind's options and the latent's side.
+
+
+def mifo_reward_term(maps: Sequence[torch.Tensor], masks: torch.Tensor, options, latent_side: int) -> torch.Tensor:
+    return mifo_reward_loss(maps, masks, options.target_scale)
+
+
+def mifo_penalty_term(maps: Sequence[torch.Tensor], masks: torch.Tensor, options, latent_side: int) -> torch.Tensor:
+    return mifo_penalty_loss(maps, masks)
+
+
+def tl_hard_term(maps: Sequence[torch.Tensor], masks: torch.Tensor, options, latent_side: int) -> torch.Tensor:
+    return tl_attention_loss(tl_guidance_maps(maps, options.map_scale * latent_side), masks)
+
+
+def tl_soft_term(maps: Sequence[torch.Tensor], masks: torch.Tensor, options, latent_side: int) -> torch.Tensor:
+    return tl_attention_loss(tl_guidance_maps(maps, options.map_scale * latent_side), masks, soft=True)
+
+
+def sne_separate_term(maps: torch.Tensor, masks: torch.Tensor, options, latent_side: int) -> torch.Tensor:
+    return sne_separate_loss(maps)
+
+
+def sne_enhance_term(maps: torch.Tensor, masks: torch.Tensor, options, latent_side: int) -> torch.Tensor:
+    k, n_heads, hw = maps.shape                                                        # (k, heads, HW)
+    side = int(round(hw ** 0.5))
+    return sne_enhance_loss(maps.reshape(k, n_heads, side, side), options.smoothing_size, options.smoothing_sigma)

@@ -1,8 +1,8 @@
 """Named attention terms of a recipe (`attention_terms`), computed from the recorded maps.
 
 The engine calls `compute_term` for every term its phase weights and sums the weighted
-results; this module only picks the maps a term reads out of the `AttentionStore` and hands
-them to the pure loss functions of `bas.training.losses`. Schedules are declarative:
+results; this module only picks the maps a term's kind reads (`bas.attention_terms`) out of
+the `AttentionStore` and hands them to the kind's pure loss function. Schedules are declarative:
 `term_active` applies `from_step`/`until_step` (steps of the phase), and a term with
 `max_timestep` counts only the samples noised at t < max_timestep (MIFO's t < 500 rule).
 
@@ -13,16 +13,16 @@ and the term is left out of that step.
 
 from __future__ import annotations
 
+import importlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
-from bas.config import AttentionTermRecipe
 from bas.attention import AttentionStore
-from bas.training.losses import (mifo_penalty_loss, mifo_reward_loss, sne_enhance_loss, sne_separate_loss,
-                                 tl_attention_loss, tl_guidance_maps)
+from bas.attention_terms import ATTENTION_TERMS
+from bas.config import AttentionTermRecipe
 
 
 @dataclass
@@ -41,10 +41,19 @@ def term_active(term: AttentionTermRecipe, phase_step: int) -> bool:
     return phase_step >= term.from_step and (term.until_step is None or phase_step < term.until_step)
 
 
+def term_loss(kind: str) -> Callable:
+    """The registry entry's loss function (imported on first use when named as `module:function`)."""
+    loss = ATTENTION_TERMS[kind].loss
+    if isinstance(loss, str):
+        module, _, function = loss.partition(":")
+        loss = getattr(importlib.import_module(module), function)
+    return loss
+
+
 def _uses_sample(term: AttentionTermRecipe, timestep: int, num_tokens: int) -> bool:
     if term.max_timestep is not None and timestep >= term.max_timestep:
         return False
-    return num_tokens >= 2 if term.needs_heads else num_tokens >= 1   # S&E compares token pairs
+    return num_tokens >= ATTENTION_TERMS[term.kind].min_tokens
 
 
 def compute_term(term: AttentionTermRecipe, store: AttentionStore, inputs: TermInputs) -> Optional[torch.Tensor]:
@@ -54,9 +63,10 @@ def compute_term(term: AttentionTermRecipe, store: AttentionStore, inputs: TermI
               if _uses_sample(term, int(inputs.timesteps[b]), len(inputs.positions[b]))]
     if not chosen:
         return None
+    loss = term_loss(term.kind)
     total = None
     for b in chosen:
-        value = _sample_value(term, store, inputs, b)
+        value = loss(_sample_maps(term, store, inputs, b), inputs.masks[b], term.options, inputs.latent_side)
         total = value if total is None else total + value
     return total / batch
 
@@ -66,30 +76,20 @@ def _token_maps(map_: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
     return map_[:, list(positions)].transpose(0, 1)
 
 
-def _sample_value(term: AttentionTermRecipe, store: AttentionStore, inputs: TermInputs, b: int) -> torch.Tensor:
+def _sample_maps(term: AttentionTermRecipe, store: AttentionStore, inputs: TermInputs, b: int):
+    """Sample b's maps of the term's layers, as its registry entry `reads` them."""
     row = inputs.offset + b
     positions = inputs.positions[b]
-    masks = inputs.masks[b]
-    names = store.names_under(term.layers)
-    if term.kind in ("mifo_reward", "mifo_penalty"):
-        layer_maps = [_token_maps(store.head_mean(n)[row], positions) for n in names]     # each (k, HW)
-        if term.kind == "mifo_reward":
-            return mifo_reward_loss(layer_maps, masks, term.target_scale)
-        return mifo_penalty_loss(layer_maps, masks)
-    if term.kind in ("tl_hard", "tl_soft"):
+    reads = ATTENTION_TERMS[term.kind].reads
+    if reads == "layer_means":
+        return [_token_maps(store.head_mean(n)[row], positions) for n in store.names_under(term.layers)]  # each (k, HW)
+    if reads == "resolution_means":
         by_resolution: dict[int, list[torch.Tensor]] = defaultdict(list)
-        for n in names:
+        for n in store.names_under(term.layers):
             maps = _token_maps(store.head_mean(n)[row], positions)                        # (k, HW)
             by_resolution[maps.shape[1]].append(maps)
-        per_resolution = [torch.stack(group).mean(dim=0) for _, group in sorted(by_resolution.items())]
-        guidance = tl_guidance_maps(per_resolution, term.map_scale * inputs.latent_side)  # (k, S, S)
-        return tl_attention_loss(guidance, masks, soft=term.kind == "tl_soft")
-    if term.kind in ("sne_separate", "sne_enhance"):
+        return [torch.stack(group).mean(dim=0) for _, group in sorted(by_resolution.items())]
+    if reads == "head_maps":
         heads = store.head_maps(term.layers)[row][:, :, list(positions)]                  # (heads, HW, k)
-        maps = heads.permute(2, 0, 1)                                                      # (k, heads, HW)
-        if term.kind == "sne_separate":
-            return sne_separate_loss(maps)
-        k, n_heads, hw = maps.shape
-        side = int(round(hw ** 0.5))
-        return sne_enhance_loss(maps.reshape(k, n_heads, side, side), term.smoothing_size, term.smoothing_sigma)
-    raise ValueError(f"unknown attention term kind {term.kind!r}")
+        return heads.permute(2, 0, 1)                                                      # (k, heads, HW)
+    raise ValueError(f"attention term kind {term.kind!r} reads {reads!r}: not a way to read the maps")

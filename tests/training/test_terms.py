@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from bas.config import AttentionTermRecipe
 from bas.attention import AttentionStore
+from bas.attention_terms import TlOptions
+from bas.config import AttentionTermRecipe
 from bas.training.losses import (mifo_penalty_loss, mifo_reward_loss, sne_enhance_loss, sne_separate_loss,
                                  tl_attention_loss, tl_guidance_maps)
 from bas.training.terms import TermInputs, compute_term, term_active
@@ -75,7 +76,7 @@ def test_tl_term_averages_layers_of_a_resolution_then_resolutions():
     store = store_with(maps)
     m = masks(2)
     for kind in ("tl_hard", "tl_soft"):
-        term = AttentionTermRecipe(kind=kind, layers=("up_blocks.1", "up_blocks.2"), map_scale=4)
+        term = AttentionTermRecipe(kind=kind, layers=("up_blocks.1", "up_blocks.2"), options=TlOptions(map_scale=4))
         got = compute_term(term, store, TermInputs([[1, 4]], [m], [100], 0, 16))
         at16 = (maps[A16].mean(1) + maps[B16].mean(1))[0][:, [1, 4]].T / 2
         at32 = maps[A32].mean(1)[0][:, [1, 4]].T
@@ -101,3 +102,57 @@ def test_sne_terms_read_heads_and_skip_single_concept_samples():
     assert compute_term(separate, store, single) is None
     with pytest.raises(RuntimeError, match="per-head maps"):
         compute_term(separate, store_with(probs), inputs)
+
+
+# --------------------------------------------------------------------------- a new term kind
+
+
+def test_a_new_term_is_one_function_one_registry_entry_and_one_recipe(shared_storage, coco_scene, tiny_models_cfg,
+                                                                      tmp_path):
+    """A toy kind (attention mass outside each token's mask) registered from outside bas trains
+    two tiny steps; its option is read from the recipe and an option it lacks is refused."""
+    import dataclasses
+    import json
+
+    from bas.attention_terms import ATTENTION_TERMS, AttentionTermKind, register_attention_term
+    from bas.errors import ConfigError
+    from bas.models import load_diffusion
+    from bas.training import train_scene
+    from bas.training.engine import LOG_FILE
+    from bas.training.losses import resize_mask_bilinear
+    from tests.training.conftest import tiny_config
+
+    seen = []
+
+    @dataclasses.dataclass(frozen=True)
+    class ToyOptions:
+        power: float = 1.0
+
+    def outside_mass(maps, masks, options, latent_side):
+        seen.append((len(maps), tuple(maps[0].shape), options.power))
+        side = int(round(maps[0].shape[1] ** 0.5))
+        outside = 1 - resize_mask_bilinear(masks, side).flatten(1)             # (k, HW)
+        return sum(((m * outside).sum(dim=1) ** options.power).mean() for m in maps)
+
+    register_attention_term("toy_outside", AttentionTermKind(outside_mass, "layer_means", 1, ToyOptions))
+    try:
+        recipe = {"include": "bas", "description": "BaS phase 1 with a toy attention term",
+                  "prior_preservation": False,
+                  "attention_terms": {"toy": {"kind": "toy_outside", "layers": ["up_blocks.1"], "power": 2.0}},
+                  "phases": {"phase1": {"steps": 2, "loss_weights": {"diffusion": 1.0, "attention": 0.0, "prior": 0.0},
+                                        "term_weights": {"toy": 1.0}},
+                             "phase2": {"steps": 0}}}
+        cfg = tiny_config(shared_storage, (2, 2), **{"methods.toy": recipe})
+        assert cfg.methods["toy"].attention_terms["toy"].options == ToyOptions(power=2.0)
+        result = train_scene(cfg, "toy", coco_scene, run_dir=tmp_path / "toy", parts=load_diffusion(tiny_models_cfg))
+        log = [json.loads(line) for line in (result.train_dir / LOG_FILE).read_text().splitlines()]
+        assert [r["phase_step"] for r in log] == [0, 1]
+        assert all("toy" in r["terms"] and r["terms"]["toy"] > 0 for r in log), log
+        assert seen and all(power == 2.0 and n == 3 for n, _, power in seen)   # up_blocks.1: 3 attention layers
+
+        bad = {**recipe, "attention_terms": {"toy": {"kind": "toy_outside", "layers": ["up_blocks.1"],
+                                                     "target_scale": 0.5}}}
+        with pytest.raises(ConfigError, match=r"unknown key methods\.toy\.attention_terms\.toy\.target_scale"):
+            tiny_config(shared_storage, (2, 2), **{"methods.toy": bad})
+    finally:
+        ATTENTION_TERMS.pop("toy_outside", None)
