@@ -560,6 +560,8 @@ class MethodRecipe:
     """A method, declaratively: phases, data sampling, loss terms (`methods.<name>`)."""
 
     description: str
+    # What the method is to the comparison (bas.kinds): the report reads it from the results.
+    kind: Literal["method", "ablation", "baseline", "successor"]
     prior_preservation: bool         # class images + unmasked prior loss (phase weight `prior`)
     data: DataRecipe
     diffusion_loss: DiffusionLossRecipe

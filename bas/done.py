@@ -28,8 +28,7 @@ from typing import Any, Optional
 from bas import paths
 from bas.config import Config, to_dict
 from bas.errors import DataError
-from bas.kinds import REFERENCES
-from bas.training.methods import get_recipe
+from bas.training.methods import get_recipe, method_kind
 
 # The model registry, the engine, the grid and the tokens file import torch; they are imported
 # in the functions that need them so that `bas stage`, `bas recipes` and the flows start without it.
@@ -119,7 +118,7 @@ def scene_content_hash(cfg: Config, scene_id: str) -> str:
 
 def train_generate_inputs(cfg: Config, method: str, scene_id: str) -> dict:
     """What the run directory's training and grid depend on, by name (hashed into the fingerprint)."""
-    if method in REFERENCES:
+    if method_kind(cfg, method) == "reference":
         return {"reference": method, "scene": scene_content_hash(cfg, scene_id),
                 "generation": to_dict(cfg.generation), "seed": cfg.seed, "code": code_version("reference")}
     from bas.training.engine import run_key   # torch: see the note at the top
@@ -140,9 +139,9 @@ def _input_digests(inputs: dict) -> dict[str, str]:
 
 
 def done_record(cfg: Config, method: str, scene_id: str, fingerprint: str, images: int) -> dict:
-    """What `done.json` holds: the fingerprint, the image count, and a digest of each input
-    (so that a later status can say which one changed)."""
-    return {"fingerprint": fingerprint, "images": images,
+    """What `done.json` holds: the fingerprint, the image count, the method's kind (the report
+    reads it), and a digest of each input (so that a later status can say which one changed)."""
+    return {"fingerprint": fingerprint, "images": images, "kind": method_kind(cfg, method),
             "inputs": _input_digests(train_generate_inputs(cfg, method, scene_id))}
 
 

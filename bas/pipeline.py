@@ -47,6 +47,10 @@ from bas.kinds import REFERENCES
 
 log = logging.getLogger(__name__)
 
+# The stage functions import the library packages they run (scenes, training, generation,
+# scoring, report) when called: the flows, the Prefect tasks and commands such as `bas stage`
+# and `bas recipes` import this module and should not pay for torch to start.
+
 
 # --------------------------------------------------------------------------- stages
 
@@ -78,13 +82,14 @@ def write_recipes(cfg: Config) -> dict:
     a method includes reruns that method, and a change to another method does not.
     Unchanged files are not rewritten.
     """
-    from bas.training.methods import get_recipe
+    from bas.training.methods import get_recipe, method_kind
 
     written = []
     for method in cfg.orchestration.methods:
         path = paths.recipe_path(cfg, method)
         content = ({"method": method, "reference": "ground-truth renders of the sandbox world (bas.sandbox.reference)"}
-                   if method in REFERENCES else {"method": method, "recipe": to_dict(get_recipe(cfg, method))})
+                   if method_kind(cfg, method) == "reference"
+                   else {"method": method, "recipe": to_dict(get_recipe(cfg, method))})
         if _read_json(path) != content:
             atomic_write_json(path, content)
             written.append(method)
@@ -110,9 +115,10 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
     from bas.scenes import load_scene
     from bas.tokens import WEIGHTS_FILE
     from bas.training.engine import TRAIN_DIR, is_complete, run_key, train_scene, trains_weights
-    from bas.training.methods import get_recipe
+    from bas.training.methods import get_recipe, method_kind
 
-    if method in REFERENCES and cfg.models.profile != "sandbox":
+    kind = method_kind(cfg, method)   # how the run is produced: trained, or rendered (a reference)
+    if kind == "reference" and cfg.models.profile != "sandbox":
         # Checked before the finished-run test: a reference's fingerprint names no model.
         raise ConfigError(f"orchestration.methods: {method!r} is a ground-truth reference of the sandbox "
                           f"world and needs models.profile: sandbox (not {cfg.models.profile!r})")
@@ -128,7 +134,7 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
         if status.done:
             log.info("%s/%s: training and grid already finished", method, scene_id)
             summary["images"] = _count_manifest(paths.manifest_path(run))
-        elif method in REFERENCES:
+        elif kind == "reference":
             log.info("%s/%s: rendering: %s", method, scene_id, "; ".join(status.reasons))
             summary["images"] = _render_reference(cfg, method, scene_id, run)
             atomic_write_json(run / DONE_FILE, done_record(cfg, method, scene_id, fingerprint, summary["images"]))

@@ -73,8 +73,10 @@ def phase_token_file(phase: str) -> str:
 
 def _recipe_key(recipe: MethodRecipe) -> dict:
     """The recipe as a run key sees it: recipe keys added later (attention terms, term weights,
-    prior prompt) are left out while unused, so runs finished before they existed keep their key."""
+    prior prompt) are left out while unused, so runs finished before they existed keep their key.
+    The method's kind decides nothing a run computes, so it is not part of the key."""
     data = to_dict(recipe)
+    del data["kind"]
     if not data["attention_terms"]:
         del data["attention_terms"]
     if data["prior_prompt"] is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bas.config import Config, MethodRecipe
 from bas.errors import BasError
+from bas.kinds import REFERENCES
 
 # The methods BaS compares against that this project ships (PROTOCOL.md sec. 2).
 SHIPPED = (
@@ -45,3 +46,8 @@ def get_recipe(cfg: Config, method: str) -> MethodRecipe:
         raise MethodNotAvailable(f"method {method!r} cannot run: {UNAVAILABLE[method]}")
     known = ", ".join(list(cfg.methods) + sorted(UNAVAILABLE))
     raise BasError(f"unknown method {method!r} (params.yaml `methods:` has: {known})")
+
+
+def method_kind(cfg: Config, method: str) -> str:
+    """The kind of `method` (bas.kinds): its recipe's `kind`, or `reference` for a sandbox reference."""
+    return "reference" if method in REFERENCES else get_recipe(cfg, method).kind

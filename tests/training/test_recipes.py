@@ -62,7 +62,8 @@ def _diff(a, b, prefix=""):
 ])
 def test_each_ablation_changes_only_its_component(cfg, method, changed):
     diff = _diff(to_dict(get_recipe(cfg, "bas")), to_dict(get_recipe(cfg, method)))
-    assert [d for d in diff if d != "description"] == changed
+    assert [d for d in diff if d not in ("description", "kind")] == changed
+    assert get_recipe(cfg, method).kind == "ablation"
 
 
 def test_masked_baselines(cfg):
