@@ -29,6 +29,10 @@ from bas.io import atomic_write_json
 WORKER_ENV = "BAS_WORKER_NAME"  # set on a worker machine to name it in the records
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+# A run waiting for another run's lease on the same (stage, method, scene) (`bas.lease`):
+# alive (it beats) but doing nothing; `waited` when the other run finished the work for it.
+WAITING, WAITED = "waiting", "waited"
+ALIVE = (RUNNING, WAITING)
 
 
 def now() -> float:
@@ -64,7 +68,8 @@ def _heartbeat(attempt: Attempt, seconds: float, stop: threading.Event) -> None:
 
 @contextlib.contextmanager
 def attempt(directory: str | Path, stage: str, method: str, scene_id: str, heartbeat_seconds: float,
-            run_id: Optional[str] = None) -> Iterator[Attempt]:
+            run_id: Optional[str] = None, status: str = RUNNING, done_status: str = COMPLETED,
+            **fields: Any) -> Iterator[Attempt]:
     """Record one execution in `directory`; the caller sets `attempt.data["summary"]`.
 
     The record is `running` while the body runs (heartbeat every `heartbeat_seconds`),
@@ -76,8 +81,8 @@ def attempt(directory: str | Path, stage: str, method: str, scene_id: str, heart
     record = Attempt(Path(directory) / f"{attempt_id}.json", {
         "attempt_id": attempt_id, "stage": stage, "method": method, "scene_id": scene_id,
         "run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), "worker": worker_name(),
-        "status": RUNNING, "started_at": started, "heartbeat_at": started, "finished_at": None,
-        "summary": None, "error": None,
+        "status": status, "started_at": started, "heartbeat_at": started, "finished_at": None,
+        "summary": None, "error": None, **fields,
     })
     record.write()
     stop = threading.Event()
@@ -93,7 +98,7 @@ def attempt(directory: str | Path, stage: str, method: str, scene_id: str, heart
         raise
     stop.set()
     beater.join()
-    record.write(status=COMPLETED, finished_at=now(), heartbeat_at=now())
+    record.write(status=done_status, finished_at=now(), heartbeat_at=now())
 
 
 def read_attempts(directory: str | Path) -> list[dict[str, Any]]:
@@ -110,7 +115,7 @@ def read_attempts(directory: str | Path) -> list[dict[str, Any]]:
 def is_stale(record: dict[str, Any], stale_after_seconds: float, at: Optional[float] = None) -> bool:
     """A running record whose heartbeat is older than `stale_after_seconds`: its process is gone."""
     at = now() if at is None else at
-    return record.get("status") == RUNNING and at - record.get("heartbeat_at", 0.0) > stale_after_seconds
+    return record.get("status") in ALIVE and at - record.get("heartbeat_at", 0.0) > stale_after_seconds
 
 
 LOST = "lost"
@@ -124,7 +129,7 @@ def mark_lost(directory: str | Path, run_id: str, reason: str) -> list[str]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("run_id") == run_id and record.get("status") == RUNNING:
+        if record.get("run_id") == run_id and record.get("status") in ALIVE:
             record.update(status=LOST, error=reason, finished_at=now())
             atomic_write_json(path, record)
             marked.append(record["attempt_id"])

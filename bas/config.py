@@ -295,6 +295,35 @@ class RatingsConfig:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """`bas slurm submit`: the sbatch options of the GPU worker jobs (docs/ORCHESTRATION.md)."""
+
+    job_name: str = "bas-gpu"           # the jobs' name: `bas slurm status` / `cancel` find them by it
+    partition: Optional[str] = None     # --partition; null = the cluster's default
+    gres: Optional[str] = "gpu:1"       # --gres of each job (one worker, one GPU); null = no gres
+    time_limit: str = "04:00:00"        # --time of each job
+    account: Optional[str] = None       # --account
+    qos: Optional[str] = None           # --qos
+    cpus_per_task: int = 8              # --cpus-per-task
+    mem: Optional[str] = "48G"          # --mem; null = the partition's default
+    signal_seconds: int = 120           # --signal=B:TERM@<this>: SIGTERM this long before the time limit
+    idle_timeout_seconds: float = 600.0  # a worker with no flow run this long exits, freeing its GPU
+    extra_sbatch: tuple[str, ...] = ()  # more `#SBATCH` lines, e.g. "--constraint=a100"
+    setup: str = "source scripts/env.sh"  # shell line run in the checkout before the worker starts
+
+    def __post_init__(self) -> None:
+        _check(bool(self.job_name.strip()) and not any(c.isspace() for c in self.job_name),
+               "orchestration.slurm.job_name", self.job_name, "a name without spaces")
+        _check(self.cpus_per_task >= 1, "orchestration.slurm.cpus_per_task", self.cpus_per_task, "must be >= 1")
+        _check(self.signal_seconds >= 0, "orchestration.slurm.signal_seconds", self.signal_seconds, "must be >= 0")
+        _check(self.idle_timeout_seconds > 0, "orchestration.slurm.idle_timeout_seconds",
+               self.idle_timeout_seconds, "must be > 0")
+        for line in self.extra_sbatch:
+            _check(line.startswith("--") and "\n" not in line, "orchestration.slurm.extra_sbatch", line,
+                   "each entry is one sbatch option starting with --")
+
+
+@dataclass(frozen=True)
 class OrchestrationConfig:
     """How `full_eval`, `bas train-generate` and dvc.yaml run the stages (docs/ORCHESTRATION.md).
 
@@ -322,6 +351,7 @@ class OrchestrationConfig:
     poll_seconds: float = 5.0           # how often full_eval looks at the runs it submitted
     schedule_cron: str = "0 2 * * 6"    # the scheduled full evaluation (prefect.yaml), in schedule_timezone
     schedule_timezone: str = "UTC"
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)  # GPU workers as Slurm jobs (`bas slurm`)
 
     def __post_init__(self) -> None:
         _check(len(self.methods) >= 1, "orchestration.methods", self.methods, "name at least one method")

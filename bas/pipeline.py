@@ -103,6 +103,20 @@ def _image_stats(images_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None) -> dict:
+    """`_train_generate` under the (method, scene) lease (`bas.lease`): when another run
+    holds it, wait; when that run finished the work meanwhile, take its result."""
+    from bas import lease
+
+    with lease.hold(cfg, "train_generate", method, scene_id, run_id) as waited:
+        if waited and train_generate_done(cfg, method, scene_id):
+            return {"stage": "train_generate", "method": method, "scene_id": scene_id, "trained": False,
+                    "fingerprint": train_generate_fingerprint(cfg, method, scene_id),
+                    "images": _count_manifest(paths.manifest_path(paths.run_dir(cfg, method, scene_id))),
+                    "images_generated": 0, "done_by_another_run": True}
+        return _train_generate(cfg, method, scene_id, run_id)
+
+
+def _train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None) -> dict:
     """Train `method` on the scene (unless finished), then make the missing images of its grid.
 
     The grid is made with the model still in memory after training. When training had
@@ -201,6 +215,19 @@ def _scorer(models_cfg, scoring_cfg):
 
 
 def score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None) -> dict:
+    """`_score` under the (method, scene) score lease, as `train_generate`."""
+    from bas import lease
+
+    with lease.hold(cfg, "score", method, scene_id, run_id) as waited:
+        if waited and score_done(cfg, method, scene_id):
+            return {"stage": "score", "method": method, "scene_id": scene_id, "scored": False,
+                    "fingerprint": score_fingerprint(cfg, method, scene_id),
+                    "rows": _count_manifest(paths.scene_scores_path(cfg, method, scene_id)),
+                    "done_by_another_run": True}
+        return _score(cfg, method, scene_id, run_id)
+
+
+def _score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None) -> dict:
     """Score the (method, scene) grid into `<root>/scores/<method>/<scene_id>.parquet`."""
     import pandas as pd
 

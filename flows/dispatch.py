@@ -105,7 +105,7 @@ def orphan_reason(cfg: Config, stage: str, job: _Job, state: State, at: Optional
     run_id = job.run_ids[-1]
     records = [r for r in attempts.read_attempts(paths.attempts_dir(cfg, stage, job.method, job.scene_id))
                if r.get("run_id") == run_id]
-    if records and records[-1].get("status") == attempts.RUNNING:
+    if records and records[-1].get("status") in attempts.ALIVE:
         last = records[-1]
         if attempts.is_stale(last, orch.stale_after_seconds, at):
             return (f"attempt {last['attempt_id']} on worker {last.get('worker')} has been silent for "
