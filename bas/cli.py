@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "bas.commands.recipes_cmd",
     "bas.commands.deploy_cmd",
     "bas.commands.worker_cmd",
+    "bas.commands.slurm_cmd",
     "bas.commands.generate_cmd",
     "bas.commands.score_cmd",
     "bas.commands.train_cmd",

@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="serve the controller pool (scheduled full_eval runs) instead of the GPU pool")
     parser.add_argument("--project-dir", type=Path, default=Path.cwd(),
                         help="the bas checkout the flows run in (default: the current directory)")
+    parser.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                        help="exit after this long without a flow run (frees a Slurm job's GPU); "
+                             "SIGTERM then also stops the flow run it holds, which full_eval resubmits")
     parser.set_defaults(func=run)
 
 
@@ -42,5 +45,11 @@ def run(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
                "--name", args.name, "--limit", "1"]
     sys.stdout.flush()
+    if args.idle_timeout is not None:
+        from bas.worker_process import run_until_idle
+
+        if args.idle_timeout <= 0:
+            raise BasError(f"--idle-timeout {args.idle_timeout:g}: must be > 0 seconds")
+        return run_until_idle(command, env, args.idle_timeout)
     os.execvpe(command[0], command, env)
     return 0  # not reached
