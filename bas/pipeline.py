@@ -57,9 +57,11 @@ log = logging.getLogger(__name__)
 
 def stage(cfg: Config) -> dict:
     """Stage the COCO scenes of `cfg.scenes` into `<root>/scenes/` (idempotent)."""
+    from bas import lease
     from bas.scenes import stage_coco
 
-    report = stage_coco(cfg.scenes, paths.scenes_dir(cfg))
+    with lease.hold(cfg, "stage", "scenes", "all"):  # two runs on one root: one stages, one waits
+        report = stage_coco(cfg.scenes, paths.scenes_dir(cfg))
     return {"selected": report.selected, "written": report.written, "unchanged": report.unchanged,
             "dropped": report.dropped, "skipped": [str(s) for s in report.skipped],
             "index_written": report.index_written}
@@ -268,10 +270,12 @@ def _finite(values: dict) -> dict:
 
 def report(cfg: Config) -> dict:
     """Write the comparison report of every scored method into `reports/`."""
+    from bas import lease
     from bas.report import build_report
 
-    outputs = build_report(results_dir=paths.storage_root(cfg), out_dir=paths.reports_dir(cfg), cfg=cfg.report,
-                           scenes_dir=paths.scenes_dir(cfg))
+    with lease.hold(cfg, "report", "all", "all"):  # two runs finishing together write it in turn
+        outputs = build_report(results_dir=paths.storage_root(cfg), out_dir=paths.reports_dir(cfg),
+                               cfg=cfg.report, scenes_dir=paths.scenes_dir(cfg))
     return {"html": str(outputs.html), "out_dir": str(paths.reports_dir(cfg))}
 
 

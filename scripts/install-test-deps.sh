@@ -23,4 +23,10 @@ if ! command -v chromedriver >/dev/null 2>&1; then
     echo "install-test-deps: installing chromium-driver (ratings browser test)"
     apt_install chromium-driver
 fi
+# slurm-wlm and munge: tests/slurm/ start a single-node Slurm cluster (slurmctld + slurmd,
+# own munge key and socket, no cgroups) and run GPU worker jobs of the tiny profile on the CPU.
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+    echo "install-test-deps: installing slurm-wlm and munge (Slurm worker tests)"
+    apt_install slurm-wlm munge
+fi
 exit 0

@@ -16,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Stage the scenes, train and generate every (method, scene) of orchestration.methods, "
                     "score them and write the report. Finished work is skipped; a failed scene does not stop "
                     "the others and is listed in the summary (exit status 1).")
+    parser.add_argument("--slurm-workers", type=int, metavar="N",
+                        help="first submit N GPU worker jobs of orchestration.work_pool to Slurm "
+                             "(as `bas slurm submit --workers N`)")
     parser.set_defaults(func=run)
 
 
@@ -23,7 +26,17 @@ def run(args: argparse.Namespace) -> int:
     from bas.cli import load_config, parse_overrides
     from flows.full_eval import full_eval
 
-    load_config(args)  # a params mistake is reported before Prefect starts
+    cfg = load_config(args)  # a params mistake is reported before Prefect starts
+    if args.slurm_workers:
+        from pathlib import Path
+
+        from bas import slurm
+
+        script = slurm.batch_script(cfg, args.slurm_workers, Path.cwd(), str(Path(args.params).resolve()),
+                                    args.overrides)
+        path = slurm.save_script(cfg, script)
+        print(f"submitted Slurm job array {slurm.submit(path, args.slurm_workers)} "
+              f"({args.slurm_workers} workers; script {path})")
     summary = full_eval(params_file=args.params, overrides=parse_overrides(args.overrides))
     return print_summary(summary)
 

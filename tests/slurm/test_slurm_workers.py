@@ -124,11 +124,9 @@ def test_a_cancelled_worker_job_loses_nothing(prefect_server, slurm_cluster, dep
     overrides = _slurm_overrides(deployed, tmp_path / "storage", idle_timeout=45)
     cfg = config.load(REPO / "params.yaml", overrides)
     env = slurm_cluster.env(prefect_server.env())
-    submitted = _submit(env, overrides, 2)
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    assert "#SBATCH --array=0-1" in submitted.stdout and "--idle-timeout 45" in submitted.stdout
-    run = subprocess.Popen(_bas(overrides, "run"), cwd=REPO, env=env, stdout=open(tmp_path / "run.log", "w"),
-                           stderr=subprocess.STDOUT)
+    # `bas run --slurm-workers 2` submits the two worker jobs, then fans the scenes out to them.
+    run = subprocess.Popen(_bas(overrides, "run", "--slurm-workers", "2"), cwd=REPO, env=env,
+                           stdout=open(tmp_path / "run.log", "w"), stderr=subprocess.STDOUT)
 
     def logs() -> str:
         return f"{(tmp_path / 'run.log').read_text()[-6000:]}\n{_job_logs(cfg)}\n{slurm_cluster.log()}"
@@ -175,6 +173,9 @@ def test_a_cancelled_worker_job_loses_nothing(prefect_server, slurm_cluster, dep
         assert len(found) == 4 and all(len(done) == 1 for done in found.values()), found
     assert_outputs_complete(cfg, METHODS)
     assert "SIGTERM" in _job_logs(cfg)
+    [script] = (paths.records_dir(cfg) / "slurm").glob("*.sbatch")
+    assert "#SBATCH --array=0-1" in script.read_text() and "--idle-timeout 45" in script.read_text()
+    assert "submitted Slurm job array" in (tmp_path / "run.log").read_text()
 
 
 def test_an_idle_worker_job_ends_and_a_too_large_array_is_refused(prefect_server, slurm_cluster, deployed,
