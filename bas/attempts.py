@@ -94,7 +94,10 @@ def attempt(directory: str | Path, stage: str, method: str, scene_id: str, heart
     except BaseException as err:
         stop.set()
         beater.join()
-        record.write(status=FAILED, finished_at=now(), heartbeat_at=now(), error=f"{type(err).__name__}: {err}")
+        # Not an Exception: a signal (SIGTERM: scancel, preemption) or an interrupt ended the
+        # process; no task retry follows, so the run is lost at once (flows/dispatch.py).
+        record.write(status=FAILED, finished_at=now(), heartbeat_at=now(), error=f"{type(err).__name__}: {err}",
+                     stopped=not isinstance(err, Exception))
         raise
     stop.set()
     beater.join()

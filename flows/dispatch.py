@@ -112,6 +112,10 @@ def orphan_reason(cfg: Config, stage: str, job: _Job, state: State, at: Optional
                     f"{at - last['heartbeat_at']:.0f}s (orchestration.stale_after_seconds = "
                     f"{orch.stale_after_seconds:g}): its process is gone")
         return None
+    if records and records[-1].get("stopped"):
+        last = records[-1]
+        return (f"attempt {last['attempt_id']} on worker {last.get('worker')} was stopped ({last.get('error')}): "
+                "its worker got SIGTERM (scancel, preemption or a time limit)")
     # No attempt running: the run is starting, or waiting between task retries.
     since, budget = state.timestamp.timestamp(), orch.startup_grace_seconds
     if records:

@@ -47,3 +47,18 @@ def test_mark_lost_touches_only_the_running_records_of_that_run(tmp_path):
     assert attempts.mark_lost(tmp_path, "a", "worker gone") == ["a-running"]
     statuses = {r["attempt_id"]: r["status"] for r in attempts.read_attempts(tmp_path)}
     assert statuses == {"a-running": attempts.LOST, "a-failed": attempts.FAILED, "b-running": attempts.RUNNING}
+
+
+def test_an_attempt_ended_by_a_signal_is_marked_stopped(tmp_path):
+    class TerminationSignal(BaseException):  # what Prefect raises in a flow run on SIGTERM
+        pass
+
+    with pytest.raises(ValueError):
+        with attempts.attempt(tmp_path / "a", "score", "bas", "s", heartbeat_seconds=10):
+            raise ValueError("an ordinary error: the task may retry")
+    with pytest.raises(TerminationSignal):
+        with attempts.attempt(tmp_path / "b", "score", "bas", "s", heartbeat_seconds=10):
+            raise TerminationSignal("SIGTERM")
+    [failed], [stopped] = attempts.read_attempts(tmp_path / "a"), attempts.read_attempts(tmp_path / "b")
+    assert failed["stopped"] is False and stopped["stopped"] is True
+    assert stopped["status"] == attempts.FAILED and stopped["error"] == "TerminationSignal: SIGTERM"

@@ -66,3 +66,15 @@ def test_deployment_names_match_prefect_yaml():
     assert ("train_generate_scene", "gpu") in entries and ("score_scene", "gpu") in entries
     assert deployment_name("train_generate") == "train-generate-scene/gpu"
     assert deployment_name("score") == "score-scene/gpu"
+
+
+def test_a_run_whose_attempt_was_stopped_by_a_signal_is_orphaned_at_once(tmp_path):
+    cfg, at = _cfg(tmp_path), 10_000.0
+    job = _Job("bas", "s1", run_ids=["r1"])
+    directory = paths.attempts_dir(cfg, "train_generate", "bas", "s1")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "a.json").write_text(json.dumps({
+        "attempt_id": "a", "run_id": "r1", "status": "failed", "worker": "slurm-7_1", "started_at": at - 10,
+        "heartbeat_at": at - 1, "finished_at": at - 1, "error": "TerminationSignal: SIGTERM", "stopped": True}))
+    reason = orphan_reason(cfg, "train_generate", job, _state(Running, 100, at), at=at)
+    assert "stopped" in reason and "slurm-7_1" in reason
