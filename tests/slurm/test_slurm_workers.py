@@ -195,6 +195,14 @@ def test_an_idle_worker_job_ends_and_a_too_large_array_is_refused(prefect_server
     assert f"MaxArraySize is {MAX_ARRAY_SIZE}" in too_many.stderr and f"--workers {MAX_ARRAY_SIZE + 1}" in too_many.stderr
     assert slurm_cluster.queue() == []
 
+    # `bas slurm cancel` with no job ids: every job of orchestration.slurm.job_name goes.
+    busy = {**overrides, "orchestration.slurm.idle_timeout_seconds": 600}
+    assert _submit(env, busy, 2).returncode == 0
+    cancel = subprocess.run(_bas(busy, "slurm", "cancel"), cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert cancel.returncode == 0, cancel.stderr
+    assert _wait_empty(slurm_cluster, 90) == [], _job_logs(cfg)
+
 
 def test_dry_run_prints_and_saves_the_script_and_submits_nothing(slurm_cluster, deployed, tmp_path):
     overrides = {**_slurm_overrides(deployed, tmp_path / "storage", idle_timeout=60),
