@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 
 # Settings that decide an image's pixels; a change makes existing images stale.
 # `sampler_settings` is present only for samplers with settings (SAMPLER_SETTINGS).
-PIXEL_SETTINGS = ("profile", "sampler", "steps", "guidance_scale", "negative_prompt", "seed", "tokens_sha256",
-                  "sampler_settings")
+# `steps_offset` is the DDIM timestep offset (bas.models.registry.DDIM_STEPS_OFFSET); grids made
+# before it was recorded used 1 and are stale.
+PIXEL_SETTINGS = ("profile", "sampler", "steps", "steps_offset", "guidance_scale", "negative_prompt", "seed",
+                  "tokens_sha256", "sampler_settings")
 
 
 @dataclass
@@ -69,11 +71,12 @@ def _token_rows(parts, tokens: Sequence[str]) -> dict:
 
 def settings_for(cfg: Config, method: str, scene_id: str, profile: str, tokens_sha256: str) -> dict:
     from bas.config import to_dict
+    from bas.models.registry import DDIM_STEPS_OFFSET
 
     gen = cfg.generation
     settings = {
         "method": method, "scene_id": scene_id, "profile": profile, "sampler": gen.sampler,
-        "steps": gen.steps, "guidance_scale": gen.guidance_scale, "negative_prompt": gen.negative_prompt,
+        "steps": gen.steps, "steps_offset": DDIM_STEPS_OFFSET, "guidance_scale": gen.guidance_scale, "negative_prompt": gen.negative_prompt,
         "seed": cfg.seed, "templates": list(gen.templates), "seeds": gen.seeds,
         "tokens_sha256": tokens_sha256,
     }

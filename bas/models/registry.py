@@ -240,13 +240,23 @@ def _from_pretrained(cls, source: str, what: str, key: str, **kwargs):
         raise _unavailable(what, source, key, err) from None
 
 
+# The DDIM timesteps of Break-A-Scene's samplers (`inference.py` and train.py's validation
+# scheduler build DDIMScheduler with diffusers' defaults): offset 0, "leading" spacing, so 50
+# steps run 980, 960, ..., 0. SD 2.1's scheduler config says steps_offset 1 (981..1); it is
+# not inherited.
+DDIM_STEPS_OFFSET = 0
+DDIM_TIMESTEP_SPACING = "leading"
+
+
 def protocol_sampler(noise_scheduler):
-    """PROTOCOL.md sec. 4: DDIM, scaled_linear 0.00085-0.012, no clipping, alpha_T not forced to 1."""
+    """PROTOCOL.md sec. 4: DDIM, scaled_linear 0.00085-0.012, no clipping, alpha_T not forced to 1,
+    timesteps as BaS's code spaces them (`DDIM_STEPS_OFFSET`)."""
     from diffusers import DDIMScheduler
 
     return DDIMScheduler.from_config(
         noise_scheduler.config, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False,
+        clip_sample=False, set_alpha_to_one=False, steps_offset=DDIM_STEPS_OFFSET,
+        timestep_spacing=DDIM_TIMESTEP_SPACING,
     )
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from bas import config, paths
 from bas.generation import run as gen_run
-from bas.generation.run import generate_grid, generate_run, regenerate_image
+from bas.generation.run import generate_grid, generate_run, plan_grid, regenerate_image
 from bas.models import load_diffusion
 from bas.scenes import load_scene
 from bas.schema import MANIFEST_COLUMNS, validate
@@ -115,6 +115,21 @@ def test_changed_settings_make_old_images_stale(trained, tmp_path, tiny_models_c
     assert json.loads(paths.generation_settings_path(run).read_text())["steps"] == 3
     assert not paths.scores_path(run).exists()
     assert not np.array_equal(pixels(run / "images/t00_c0_s000.png"), first)
+
+
+def test_grids_made_with_the_old_timestep_offset_are_stale(trained, tmp_path):
+    """generation.json records the DDIM timestep offset; a grid without it was made at offset 1."""
+    cfg, run, scene, parts, tokens = trained
+    out = tmp_path / "offset"
+    generate_grid(parts, tokens, scene, "bas", cfg, out, progress=False)
+    settings_path = paths.generation_settings_path(out)
+    settings = json.loads(settings_path.read_text())
+    assert settings["steps_offset"] == 0
+    del settings["steps_offset"]
+    settings_path.write_text(json.dumps(settings))
+    plan = plan_grid(cfg, "bas", scene.scene_id, tokens, scene.class_names, parts.profile,
+                     settings["tokens_sha256"], out)
+    assert plan.stale == ["steps_offset: None -> 0"] and len(plan.missing) == len(plan.items)
 
 
 def test_generate_run_loads_the_trained_tokens(trained, coco_scenes):

@@ -19,3 +19,22 @@ def test_generate_is_reproducible_and_seed_dependent(tiny_parts):
     assert [im.size for im in first] == [(128, 128)] * 2
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again))
     assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
+
+
+def test_ddim_timesteps_are_break_a_scenes(tiny_parts):
+    """BaS's code builds DDIM with diffusers' defaults (steps_offset 0): 50 steps run 980..0,
+    not SD 2.1's config's 981..1."""
+    from bas.generation.sampler import denoise
+
+    seen = []
+
+    def record(i, t, latents):
+        seen.append(int(t))
+        return latents
+
+    text = torch.zeros(1, 77, tiny_parts.text_encoder.config.hidden_size)
+    denoise(tiny_parts, text, text, initial_latents(tiny_parts, [0]), 5, 7.5, step_callback=record)
+    assert seen == [800, 600, 400, 200, 0]
+    scheduler = tiny_parts.sampler_scheduler
+    scheduler.set_timesteps(50)
+    assert scheduler.timesteps[0] == 980 and scheduler.timesteps[-1] == 0
