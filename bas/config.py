@@ -531,6 +531,10 @@ class AttentionTermRecipe:
     until_step: Optional[int] = None
     max_timestep: Optional[int] = None
     options: Any = None              # the kind's options dataclass; None: its defaults
+    # Whose timestep `max_timestep` reads: the instance sample's own, or that of the class image
+    # drawn with it (MIFO's phase 2: its code reads `timesteps[0]`, the class image's); in a
+    # phase without class images both mean the instance's.
+    timestep_source: Literal["instance", "class_image"] = "instance"
 
     def __post_init__(self) -> None:
         _check_field(self.kind in ATTENTION_TERMS, "kind", self.kind,
@@ -602,6 +606,13 @@ class MethodRecipe:
     # The prompt of the class images; null = training.prior_images.prompt. "{class_name}" in it
     # makes one class-image set per concept class (e.g. "a photo of a {class_name}").
     prior_prompt: Optional[str] = None
+    # Class images a prompt; null = training.prior_images.num_images.
+    prior_num_images: Optional[int] = None
+    # Where each new token's embedding row starts: class_name = the first BPE token of the
+    # concept's class name (BaS); mean = the mean of the vocabulary's rows (what transformers'
+    # resize_token_embeddings gives a new row: MIFO, whose code has no initializer);
+    # word:<w> = the row of the one BPE token of <w> (e.g. word:sks, Textual Localization).
+    token_init: str = "class_name"
 
     def __post_init__(self) -> None:
         _check_field(len(self.phases) > 0 and any(p.steps > 0 for p in self.phases.values()), "phases",
@@ -619,6 +630,11 @@ class MethodRecipe:
                 self.prior_prompt.format(class_name="x")
             except (KeyError, IndexError, ValueError) as err:
                 _check_field(False, "prior_prompt", self.prior_prompt, f"only {{class_name}} may be filled in: {err}")
+        _check_field(self.prior_num_images is None or self.prior_num_images >= 1, "prior_num_images",
+                     self.prior_num_images, "must be >= 1 (or null)")
+        _check_field(self.token_init in ("class_name", "mean") or
+                     (self.token_init.startswith("word:") and self.token_init[len("word:"):].strip() != ""),
+                     "token_init", self.token_init, "must be class_name, mean or word:<a word>")
 
 
 def resolve_includes(methods: Any, key: str = "methods") -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 One new token per concept (`<asset0>`, `<asset1>`, ...), its embedding row initialised from
 the first BPE token of the concept's class name (PROTOCOL.md sec. 2; the official code's
-fallback of copying vocabulary rows is worse). A finished training run stores the learned
+fallback of copying vocabulary rows is worse), or as a recipe's `token_init` says (the mean
+row for MIFO, the word "sks" for Textual Localization). A finished training run stores the learned
 rows in `train/tokens.safetensors` and, when kept, every other trained parameter in
 `train/weights/trained.safetensors` (keys prefixed `unet.` / `text_encoder.`), so
 `apply_trained` can rebuild the personalised model from the base one.
@@ -26,10 +27,15 @@ def placeholder(index: int) -> str:
     return f"<asset{index}>"
 
 
-def add_placeholder_tokens(tokenizer, text_encoder, class_names: Sequence[str]) -> tuple[list[str], list[int]]:
+def add_placeholder_tokens(tokenizer, text_encoder, class_names: Sequence[str],
+                           init: str = "class_name") -> tuple[list[str], list[int]]:
     """Add one token per concept to `tokenizer` and grow the embedding; return (tokens, ids).
 
-    Each new row starts as the embedding of the first BPE token of its class name.
+    Each new row starts as `init` says (a recipe's `token_init`): `class_name`, the embedding
+    of the first BPE token of its class name; `mean`, the mean of the vocabulary's rows (the
+    rows before the new tokens), which is what transformers' `resize_token_embeddings` gives
+    new rows (up to a draw of variance 1e-9 x the rows' covariance); `word:<w>`, the
+    embedding of <w>, which must be one BPE token (as Textual Localization's code requires).
     Adding tokens that already exist (a second call) reuses them and re-initialises the rows.
     """
     tokens = [placeholder(i) for i in range(len(class_names))]
@@ -40,11 +46,25 @@ def add_placeholder_tokens(tokenizer, text_encoder, class_names: Sequence[str]) 
     text_encoder.resize_token_embeddings(len(tokenizer))
     embeddings = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
-        for token_id, name in zip(ids, class_names):
-            init_ids = tokenizer.encode(name, add_special_tokens=False)
-            if not init_ids:
-                raise DataError(f"class name {name!r} has no BPE token to initialise its concept token from")
-            embeddings[token_id] = embeddings[init_ids[0]].clone()
+        if init == "mean":
+            mean = embeddings[: min(ids)].float().mean(dim=0).to(embeddings.dtype)   # (D,)
+            for token_id in ids:
+                embeddings[token_id] = mean
+        elif init.startswith("word:"):
+            word = init[len("word:"):]
+            init_ids = tokenizer.encode(word, add_special_tokens=False)
+            if len(init_ids) != 1:
+                raise DataError(f"token_init {init!r}: {word!r} is {len(init_ids)} BPE tokens, not one")
+            for token_id in ids:
+                embeddings[token_id] = embeddings[init_ids[0]].clone()
+        elif init == "class_name":
+            for token_id, name in zip(ids, class_names):
+                init_ids = tokenizer.encode(name, add_special_tokens=False)
+                if not init_ids:
+                    raise DataError(f"class name {name!r} has no BPE token to initialise its concept token from")
+                embeddings[token_id] = embeddings[init_ids[0]].clone()
+        else:
+            raise ValueError(f"unknown token_init {init!r} (class_name, mean or word:<w>)")
     return tokens, ids
 
 

@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from bas.errors import DataError
 from bas.models import load_diffusion
 from bas.tokens import WEIGHTS_FILE, add_placeholder_tokens, apply_trained, save_tokens, save_trained_weights
 
@@ -18,6 +20,23 @@ def test_new_rows_start_from_first_bpe_token_of_class(tiny_models_cfg):
     # The tokens are single units in prompts.
     encoded = parts.tokenizer.encode("a photo of <asset0> and <asset1>", add_special_tokens=False)
     assert ids[0] in encoded and ids[1] in encoded
+
+
+def test_new_rows_start_from_the_vocabulary_mean_or_one_word(tiny_models_cfg):
+    parts = load_diffusion(tiny_models_cfg)
+    before = parts.text_encoder.get_input_embeddings().weight.detach().clone()
+    _, ids = add_placeholder_tokens(parts.tokenizer, parts.text_encoder, ["cat", "dog"], init="mean")
+    weight = parts.text_encoder.get_input_embeddings().weight
+    assert torch.allclose(weight[ids], before.mean(dim=0).expand(2, -1), atol=1e-6)
+    # A second call re-initialises from the vocabulary alone, not from the rows it added.
+    _, again = add_placeholder_tokens(parts.tokenizer, parts.text_encoder, ["cat", "dog"], init="mean")
+    assert again == ids and torch.allclose(weight[ids], before.mean(dim=0).expand(2, -1), atol=1e-6)
+    _, ids = add_placeholder_tokens(parts.tokenizer, parts.text_encoder, ["cat", "dog"], init="word:sks")
+    (sks,) = parts.tokenizer.encode("sks", add_special_tokens=False)
+    assert torch.equal(weight[ids[0]], before[sks]) and torch.equal(weight[ids[1]], before[sks])
+    assert torch.equal(weight[: before.shape[0]], before)  # old rows untouched
+    with pytest.raises(DataError, match="'dining table' is 2 BPE tokens"):
+        add_placeholder_tokens(parts.tokenizer, parts.text_encoder, ["cat"], init="word:dining table")
 
 
 def test_apply_trained_restores_tokens_and_weights(tmp_path, tiny_models_cfg):

@@ -37,14 +37,14 @@ import torch
 from bas import attention as attn, paths
 from bas.attention import token_positions
 from bas.config import Config, MethodRecipe, PhaseRecipe, to_dict
-from bas.errors import BasError
+from bas.errors import BasError, ConfigError, DataError
 from bas.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_bytes
 from bas.tokens import TOKENS_FILE, WEIGHTS_FILE, add_placeholder_tokens, save_tokens, save_trained_weights
 from bas.training.data import SOURCES, ConceptSampler, PriorSource, SceneLike, prompt_ids
 from bas.training.losses import (bas_attention_loss_batch, downsample_mask, masked_diffusion_loss,
                                  prior_loss)
 from bas.training.methods import get_recipe
-from bas.training.prior import class_prompts, ensure_class_images, model_identity
+from bas.training.prior import class_prompts, ensure_class_images, model_identity, sampler_identity
 from bas.training.terms import TermInputs, compute_term, term_active
 
 log = logging.getLogger(__name__)
@@ -73,14 +73,19 @@ def phase_token_file(phase: str) -> str:
 
 def _recipe_key(recipe: MethodRecipe) -> dict:
     """The recipe as a run key sees it: recipe keys added later (attention terms, term weights,
-    prior prompt) are left out while unused, so runs finished before they existed keep their key.
-    The method's kind decides nothing a run computes, so it is not part of the key."""
+    prior prompt and count, token init, a term's timestep source) are left out while unused,
+    so runs finished before they existed keep their key. The method's kind decides nothing a
+    run computes, so it is not part of the key."""
     data = to_dict(recipe)
     del data["kind"]
     if not data["attention_terms"]:
         del data["attention_terms"]
-    if data["prior_prompt"] is None:
-        del data["prior_prompt"]
+    for term in data.get("attention_terms", {}).values():
+        if term["timestep_source"] == "instance":
+            del term["timestep_source"]
+    for key, unused in (("prior_prompt", None), ("prior_num_images", None), ("token_init", "class_name")):
+        if data[key] == unused:
+            del data[key]
     for phase in data["phases"].values():
         if not phase["term_weights"]:
             del phase["term_weights"]
@@ -92,6 +97,8 @@ def run_key(cfg: Config, method: str, recipe: MethodRecipe, scene: SceneLike) ->
     training = {k: v for k, v in to_dict(cfg.training).items() if k not in _KEY_EXCLUDED}
     settings = {"method": method, "recipe": _recipe_key(recipe), "scene": scene.content_hash,
                 "model": model_identity(cfg.models), "gpu_dtype": cfg.models.gpu_dtype, "training": training}
+    if uses_prior(recipe):
+        settings["class_image_sampler"] = sampler_identity()   # the class images' pixels depend on it
     return sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:32]
 
 
@@ -100,6 +107,12 @@ def read_train_json(train_dir: Path) -> Optional[dict]:
         return json.loads((Path(train_dir) / TRAIN_JSON).read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+
+def uses_prior(recipe: MethodRecipe) -> bool:
+    """Whether a recipe trains with class images (prior preservation weighted in a phase that runs)."""
+    return recipe.prior_preservation and any(
+        phase.loss_weights.prior > 0 for phase in recipe.phases.values() if phase.steps > 0)
 
 
 def trains_weights(recipe: MethodRecipe) -> bool:
@@ -242,16 +255,15 @@ class Trainer:
         concepts' classes)."""
         self.prior: dict[str, PriorSource] = {}
         self.prior_ids: dict[str, torch.Tensor] = {}
-        uses_prior = self.recipe.prior_preservation and any(
-            phase.loss_weights.prior > 0 for _, phase in self.active_phases())
-        if not uses_prior:
+        if not uses_prior(self.recipe):
             return
         self.prior_template = self.recipe.prior_prompt or self.cfg.training.prior_images.prompt
         self.prior_class_rng = random.Random(derive_seed("prior-class", self.seed))
         self.parts.unet.eval()
         prompts = class_prompts(self.prior_template, self.scene.class_names)
         for prompt in prompts:
-            images = ensure_class_images(self.cfg, self.parts, dtype=self.amp_dtype, prompt=prompt)
+            images = ensure_class_images(self.cfg, self.parts, dtype=self.amp_dtype, prompt=prompt,
+                                         num_images=self.recipe.prior_num_images)
             # One prompt keeps the stream BaS always had; several get one stream each.
             rng = random.Random(derive_seed("prior", self.seed) if len(prompts) == 1
                                 else derive_seed("prior", self.seed, prompt))
@@ -268,7 +280,11 @@ class Trainer:
 
     def _setup_tokens(self) -> None:
         p = self.parts
-        self.tokens, self.token_ids = add_placeholder_tokens(p.tokenizer, p.text_encoder, self.scene.class_names)
+        try:
+            self.tokens, self.token_ids = add_placeholder_tokens(p.tokenizer, p.text_encoder, self.scene.class_names,
+                                                                 init=self.recipe.token_init)
+        except DataError as err:
+            raise ConfigError(f"params: methods.{self.method}.token_init: {err}") from None
         p.text_encoder.to(self.device)   # resized embedding
 
     def _setup_data(self) -> None:
@@ -481,7 +497,7 @@ class Trainer:
             terms["attention"] = bas_attention_loss_batch(maps, positions, [s.masks for s in samples])
         if term_weights:
             inputs = TermInputs(positions, [s.masks for s in samples], timesteps[n_prior:].tolist(), n_prior,
-                                self.latent_side)
+                                self.latent_side, class_timesteps=timesteps[:n_prior].tolist())
             for name in term_weights:
                 value = compute_term(self.recipe.attention_terms[name], self.store, inputs)
                 if value is not None:          # no sample of the batch takes part (e.g. all t >= 500)
@@ -489,7 +505,8 @@ class Trainer:
         all_weights = {**to_dict(weights), **term_weights}
         loss = sum(all_weights[name] * value for name, value in terms.items())
         facts = {"concepts": [s.concepts for s in samples], "flipped": [s.flipped for s in samples],
-                 "timesteps": timesteps[n_prior:].tolist(), "mask_fraction": mask_fraction,
+                 "timesteps": timesteps[n_prior:].tolist(), "class_timesteps": timesteps[:n_prior].tolist(),
+                 "mask_fraction": mask_fraction,
                  "prior_images": n_prior, "phase_step": state.step}
         return loss, terms, facts
 

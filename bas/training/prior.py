@@ -40,21 +40,32 @@ def model_identity(models: ModelsConfig) -> str:
     return f"{models.profile}:{models.sd21.diffusion}"
 
 
-def _prior_settings(cfg: Config, prompt: Optional[str]) -> dict:
-    settings = to_dict(cfg.training.prior_images)
+def sampler_identity() -> dict:
+    """What the class images' sampler adds to their settings: its DDIM timestep offset (images
+    made before it was recorded used 1, so their key differs and they are made again)."""
+    from bas.models.registry import DDIM_STEPS_OFFSET
+
+    return {"steps_offset": DDIM_STEPS_OFFSET}
+
+
+def _prior_settings(cfg: Config, prompt: Optional[str], num_images: Optional[int] = None) -> dict:
+    settings = {**to_dict(cfg.training.prior_images), **sampler_identity()}
     if prompt is not None:      # a recipe's own class prompt (e.g. one set per concept class)
         settings["prompt"] = prompt
+    if num_images is not None:  # a recipe's own count (methods.<m>.prior_num_images)
+        settings["num_images"] = num_images
     return settings
 
 
-def class_images_key(cfg: Config, prompt: Optional[str] = None) -> str:
-    settings = {"model": model_identity(cfg.models), "prior": _prior_settings(cfg, prompt)}
+def class_images_key(cfg: Config, prompt: Optional[str] = None, num_images: Optional[int] = None) -> str:
+    settings = {"model": model_identity(cfg.models), "prior": _prior_settings(cfg, prompt, num_images)}
     return sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:16]
 
 
-def class_images_dir(cfg: Config, prompt: Optional[str] = None) -> Path:
-    """Where the class images of `prompt` (default: training.prior_images.prompt) are cached."""
-    return paths.prior_images_root(cfg) / class_images_key(cfg, prompt)
+def class_images_dir(cfg: Config, prompt: Optional[str] = None, num_images: Optional[int] = None) -> Path:
+    """Where the class images of `prompt` (default: training.prior_images.prompt) are cached,
+    `num_images` of them (default: training.prior_images.num_images)."""
+    return paths.prior_images_root(cfg) / class_images_key(cfg, prompt, num_images)
 
 
 def class_prompts(template: str, class_names: Sequence[str]) -> list[str]:
@@ -65,9 +76,10 @@ def class_prompts(template: str, class_names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(template.format(class_name=name) for name in class_names))
 
 
-def class_image_seeds(cfg: Config) -> list[int]:
+def class_image_seeds(cfg: Config, num_images: Optional[int] = None) -> list[int]:
     prior = cfg.training.prior_images
-    return [prior.seed * 1_000_003 + i for i in range(prior.num_images)]
+    count = prior.num_images if num_images is None else num_images
+    return [prior.seed * 1_000_003 + i for i in range(count)]
 
 
 def _load(directory: Path, count: int) -> list[Image.Image]:
@@ -82,21 +94,24 @@ def _load(directory: Path, count: int) -> list[Image.Image]:
     return images
 
 
-def ensure_class_images(cfg: Config, parts, dtype=None, prompt: Optional[str] = None) -> list[Image.Image]:
-    """The class images of `cfg` (of `prompt` if given), generating them with `parts` (the
-    *base* model) if absent."""
+def ensure_class_images(cfg: Config, parts, dtype=None, prompt: Optional[str] = None,
+                        num_images: Optional[int] = None) -> list[Image.Image]:
+    """The class images of `cfg` (of `prompt`, `num_images` of them, if given), generating them
+    with `parts` (the *base* model) if absent."""
     prior = cfg.training.prior_images
     prompt = prior.prompt if prompt is None else prompt
-    directory = class_images_dir(cfg, None if prompt == prior.prompt else prompt)
+    num_images = None if num_images == prior.num_images else num_images
+    count = prior.num_images if num_images is None else num_images
+    directory = class_images_dir(cfg, None if prompt == prior.prompt else prompt, num_images)
     if (directory / MARKER).exists():
-        return _load(directory, prior.num_images)
+        return _load(directory, count)
     try:
         from bas.generation.sampler import generate
     except ImportError as err:  # the sampler lands with the generation package
         raise DataError(f"class images for prior preservation are missing in {directory} and the "
                         f"sampler (bas.generation.sampler) is not available: {err}") from None
-    log.info("generating %d class images %r into %s", prior.num_images, prompt, directory)
-    seeds = class_image_seeds(cfg)
+    log.info("generating %d class images %r into %s", count, prompt, directory)
+    seeds = class_image_seeds(cfg, count)
     images = generate(parts, [prompt] * len(seeds), seeds, steps=prior.sampling_steps,
                       guidance_scale=prior.guidance_scale, batch_size=prior.batch_size, dtype=dtype)
     with atomic_dir(directory) as tmp:
@@ -104,5 +119,5 @@ def ensure_class_images(cfg: Config, parts, dtype=None, prompt: Optional[str] = 
             image.save(tmp / f"{i:04d}.png", format="PNG")
         (tmp / MARKER).write_text(json.dumps({
             "model": model_identity(cfg.models), "prompt": prompt, "seeds": seeds,
-            "settings": _prior_settings(cfg, prompt)}, indent=2) + "\n")
-    return _load(directory, prior.num_images)
+            "settings": _prior_settings(cfg, prompt, num_images)}, indent=2) + "\n")
+    return _load(directory, count)

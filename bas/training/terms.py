@@ -4,7 +4,9 @@ The engine calls `compute_term` for every term its phase weights and sums the we
 results; this module only picks the maps a term's kind reads (`bas.attention_terms`) out of
 the `AttentionStore` and hands them to the kind's pure loss function. Schedules are declarative:
 `term_active` applies `from_step`/`until_step` (steps of the phase), and a term with
-`max_timestep` counts only the samples noised at t < max_timestep (MIFO's t < 500 rule).
+`max_timestep` counts only the samples noised at t < max_timestep (MIFO's t < 500 rule); with
+`timestep_source: class_image` that is the timestep of the class image drawn with the sample
+(MIFO's phase 2, whose code reads `timesteps[0]` of a class-then-instance batch).
 
 Every term is averaged over the batch's instance samples (sum / batch size, as the BaS
 attention loss), a skipped sample adding 0; a batch with no sample for the term gives None
@@ -34,6 +36,7 @@ class TermInputs:
     timesteps: Sequence[int]              # per instance sample
     offset: int                           # class-image rows before the instance samples in each map
     latent_side: int                      # the latent's side (64 on SD 2.1, 32 on tiny)
+    class_timesteps: Sequence[int] = ()   # per instance sample: its class image's timestep (none without)
 
 
 def term_active(term: AttentionTermRecipe, phase_step: int) -> bool:
@@ -50,6 +53,13 @@ def term_loss(kind: str) -> Callable:
     return loss
 
 
+def gate_timestep(term: AttentionTermRecipe, inputs: TermInputs, b: int) -> int:
+    """The timestep `max_timestep` compares for instance sample b."""
+    if term.timestep_source == "class_image" and inputs.class_timesteps:
+        return int(inputs.class_timesteps[b])
+    return int(inputs.timesteps[b])
+
+
 def _uses_sample(term: AttentionTermRecipe, timestep: int, num_tokens: int) -> bool:
     if term.max_timestep is not None and timestep >= term.max_timestep:
         return False
@@ -60,7 +70,7 @@ def compute_term(term: AttentionTermRecipe, store: AttentionStore, inputs: TermI
     """The term's value for the batch, or None when no sample takes part."""
     batch = len(inputs.positions)
     chosen = [b for b in range(batch)
-              if _uses_sample(term, int(inputs.timesteps[b]), len(inputs.positions[b]))]
+              if _uses_sample(term, gate_timestep(term, inputs, b), len(inputs.positions[b]))]
     if not chosen:
         return None
     loss = term_loss(term.kind)

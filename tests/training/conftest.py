@@ -64,6 +64,7 @@ def tiny_config(storage: Path, steps: tuple[int, int] = (2, 2), **overrides: Any
         "methods.bas.phases.phase1.steps": first, "methods.bas.phases.phase2.steps": second,
         "methods.ti_m.phases.phase1.steps": first + second,
         "methods.db_m.phases.phase2.steps": first + second,
+        "methods.tl_hard.prior_num_images": 3,    # TL's own count (200), shrunk; tl_soft inherits it
     }
     values.update(overrides)
     return config.load(REPO / "params.yaml", values)

@@ -53,6 +53,11 @@ def test_mifo_recipe_has_the_protocol_numbers(cfg):
     assert phase2.term_weights == {"penalty_16": 2e-2} and phase2.loss_weights.prior == 1.0
     assert (late.kind, late.layers, late.max_timestep) == ("mifo_penalty", BAS_ATTENTION_LAYERS, 500)
     assert mifo.prior_preservation
+    # MIFO's code: no token initializer, phase 2's class prompt hard-coded, and phase 2's
+    # t < 500 gate reading timesteps[0] of a class-then-instance batch (the class image's).
+    assert mifo.token_init == "mean" and mifo.prior_prompt == "a photo of a chair"
+    assert (reward.timestep_source, penalty.timestep_source, late.timestep_source) == \
+        ("instance", "instance", "class_image")
 
 
 def test_tl_and_sne_recipes(cfg):
@@ -67,10 +72,14 @@ def test_tl_and_sne_recipes(cfg):
                                     *BAS_ATTENTION_LAYERS, *DECODER_16_32[3:], "mid_block.attentions.0"}
         assert tl.data.source == "scene" and not tl.diffusion_loss.masked
         assert tl.prior_preservation and tl.prior_prompt == "a photo of a {class_name}"
+        # TL's scripts: --num_class_images 200, --initializer_token sks, --scale_lr (1e-5 x 3 x 2)
+        assert tl.prior_num_images == 200 and tl.token_init == "word:sks"
+        assert active[0].lr == pytest.approx(6e-5)
     raw = yaml.safe_load(PARAMS.read_text())["methods"]["tl_soft"]
     assert raw["include"] == "tl_hard" and raw["attention_terms"] == {"localization": {"kind": "tl_soft"}}
     phase2 = sne.phases["phase2"]
     assert phase2.trainable == ("cross_attention_k",) and phase2.term_weights == {"separate": 1.0, "enhance": 0.5}
+    assert phase2.steps == 200 and sne.phases["phase1"].steps == 400     # S&E's run_individual.sh: 200
     assert all(sne.attention_terms[n].layers == BAS_ATTENTION_LAYERS for n in ("separate", "enhance"))
     assert (sne.attention_terms["enhance"].smoothing_size, sne.attention_terms["enhance"].smoothing_sigma) == (3, 0.5)
     assert all(p.loss_weights.attention == 0 for p in sne.phases.values())
@@ -93,6 +102,11 @@ def _with(methods):
                                                         "until_step": 5}}}},
      r"methods\.x\.attention_terms\.a\.until_step"),
     ({"x": {"include": "bas", "prior_prompt": "a photo of a {class}"}}, r"methods\.x\.prior_prompt"),
+    ({"x": {"include": "bas", "prior_num_images": 0}}, r"methods\.x\.prior_num_images"),
+    ({"x": {"include": "bas", "token_init": "sks"}}, r"methods\.x\.token_init.*word:<a word>"),
+    ({"x": {"include": "bas", "attention_terms": {"a": {"kind": "mifo_penalty", "layers": ["up_blocks.1"],
+                                                        "timestep_source": "prior"}}}},
+     r"methods\.x\.attention_terms\.a\.timestep_source"),
     ({"x": {"include": "bas", "phases": {"phase2": {"trainable": ["cross_attention_q"]}}}},
      r"methods\.x\.phases\.phase2\.trainable\[0\]"),
 ])
@@ -152,11 +166,17 @@ def test_mifo_switches_reward_to_penalty_and_keeps_t_below_500(runs):
         want = ({"reward"} if r["phase_step"] < 2 else {"penalty"}) if below else set()
         assert set(r["terms"]) - {"diffusion"} == want, r                   # no prior in phase 1
         assert r["prior_images"] == 0
+    for r in phase1:
+        assert r["class_timesteps"] == []
     for r in phase2:
-        assert ("penalty_16" in r["terms"]) == any(t < 500 for t in r["timesteps"])
+        # Phase 2 gates each sample on its class image's timestep (MIFO's timesteps[0]).
+        assert len(r["class_timesteps"]) == len(r["timesteps"]) == 2
+        assert ("penalty_16" in r["terms"]) == any(t < 500 for t in r["class_timesteps"])
         assert "prior" in r["terms"] and "reward" not in r["terms"] and "penalty" not in r["terms"]
     assert any(set(r["terms"]) & {"reward", "penalty", "penalty_16"} for r in log)   # the rule did not drop all
     assert any(all(t >= 500 for t in r["timesteps"]) for r in log)                 # ... nor keep all
+    info = json.loads((class_images_dir(runs[0], "a photo of a chair") / "images.json").read_text())
+    assert info["prompt"] == "a photo of a chair"                                  # MIFO's class prompt
     summary = result.summary["phases"]
     assert [len(p["recording_processors"]) for p in summary] == [6, 5]              # decoder 16+32, then the 16x16
     assert all(".up_blocks." in "." + n for n in summary[0]["recording_processors"])
@@ -177,10 +197,11 @@ def test_tl_trains_kv_and_tokens_with_one_class_image_set_per_concept(runs):
         assert phase["optimizer"]["num_tensors"] == len(kv) + 1 and phase["term_weights"] == {"localization": 1.0}
         changed = {n for n, p in parts.unet.named_parameters() if not torch.equal(p, base[n])}
         assert changed and changed <= set(kv)
-        assert result.summary["prior_images"] == 2 * 2                            # 2 images x 2 classes
+        assert result.summary["prior_images"] == 3 * 2            # the recipe's 3 images (tiny_config) x 2 classes
+        assert phase["optimizer"]["lr"] == pytest.approx(6e-5)
     for name in scene.class_names:
-        info = json.loads((class_images_dir(cfg, f"a photo of a {name}") / "images.json").read_text())
-        assert info["prompt"] == f"a photo of a {name}"
+        info = json.loads((class_images_dir(cfg, f"a photo of a {name}", 3) / "images.json").read_text())
+        assert info["prompt"] == f"a photo of a {name}" and len(info["seeds"]) == 3
     hard, soft = (_log(out[m][0]) for m in ("tl_hard", "tl_soft"))
     assert [r["timesteps"] for r in hard] == [r["timesteps"] for r in soft]         # same draws ...
     assert all(s["terms"]["localization"] < h["terms"]["localization"] for h, s in zip(hard, soft))  # ... soft <= hard
@@ -282,7 +303,7 @@ def test_run_keys_of_older_recipes_do_not_change(cfg, coco_scene):
 
     recipe = get_recipe(cfg, "bas")
     old = to_dict(recipe)
-    del old["attention_terms"], old["prior_prompt"], old["kind"]
+    del old["attention_terms"], old["prior_prompt"], old["prior_num_images"], old["token_init"], old["kind"]
     for phase in old["phases"].values():
         del phase["term_weights"]
     # Keys as the old code hashed them: the step switches cache_latents / attention_capture
@@ -292,6 +313,38 @@ def test_run_keys_of_older_recipes_do_not_change(cfg, coco_scene):
                              "cache_latents", "attention_capture")}
     settings = {"method": "bas", "recipe": old, "scene": coco_scene.content_hash,
                 "model": model_identity(cfg.models), "gpu_dtype": cfg.models.gpu_dtype, "training": training}
-    want = sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:32]     # the key as it was computed
+    # BaS trains with class images, whose DDIM timesteps changed (offset 1 -> 0): the key names
+    # their sampler, so runs trained on the old class images are trained again.
+    with_prior = {**settings, "class_image_sampler": {"steps_offset": 0}}
+    want = sha256_bytes(json.dumps(with_prior, sort_keys=True).encode())[:32]
     assert run_key(cfg, "bas", recipe, coco_scene) == want
     assert run_key(cfg, "mifo", get_recipe(cfg, "mifo"), coco_scene) != want
+    # A recipe without class images keeps the key it always had.
+    ti_m = get_recipe(cfg, "ti_m")
+    old = to_dict(ti_m)
+    del old["attention_terms"], old["prior_prompt"], old["prior_num_images"], old["token_init"], old["kind"]
+    for phase in old["phases"].values():
+        del phase["term_weights"]
+    settings = {**settings, "method": "ti_m", "recipe": old}
+    assert run_key(cfg, "ti_m", ti_m, coco_scene) == sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:32]
+
+
+@pytest.mark.parametrize("method, start", [("mifo", "mean"), ("tl_hard", "sks"), ("sne", "class")])
+def test_each_recipe_starts_its_tokens_as_its_official_code(cfg, coco_scene, tiny_models_cfg, method, start):
+    """MIFO: no initializer (the vocabulary's mean row, as transformers' resize makes new rows);
+    TL: "sks" for every token; the others: the first BPE token of the class name (BaS)."""
+    from bas.training.engine import Trainer
+
+    parts = load_diffusion(tiny_models_cfg)
+    before = parts.text_encoder.get_input_embeddings().weight.detach().clone()    # (V, D)
+    trainer = Trainer(cfg, method, get_recipe(cfg, method), coco_scene, parts=parts, device=torch.device("cpu"))
+    trainer._setup_tokens()
+    rows = parts.text_encoder.get_input_embeddings().weight[trainer.token_ids].detach()   # (k, D)
+    tok = parts.tokenizer
+    if start == "mean":
+        want = before.mean(dim=0).expand_as(rows)
+    elif start == "sks":
+        want = before[tok.encode("sks", add_special_tokens=False)].expand_as(rows)
+    else:
+        want = torch.stack([before[tok.encode(name, add_special_tokens=False)[0]] for name in coco_scene.class_names])
+    assert torch.allclose(rows, want, atol=1e-6)

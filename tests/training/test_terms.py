@@ -58,6 +58,28 @@ def test_max_timestep_keeps_only_samples_below_it():
     assert compute_term(unlimited, store, TermInputs(positions, sample_masks, [900, 900], 1, 32)) is not None
 
 
+def test_max_timestep_can_read_the_class_images_timestep():
+    """MIFO's phase 2 gates on timesteps[0], the class image's in its class-then-instance batch."""
+    torch.manual_seed(0)
+    probs = torch.rand(4, 2, 64, T).softmax(-1)                  # (rows: 2 class images + 2 samples, heads, HW, T)
+    store = store_with({A16: probs})
+    term = AttentionTermRecipe(kind="mifo_penalty", layers=("up_blocks.1.attentions.0",), max_timestep=500,
+                               timestep_source="class_image")
+    sample_masks, positions = [masks(2), masks(1)], [[2, 5], [3]]
+
+    def value(timesteps, class_timesteps):
+        return compute_term(term, store, TermInputs(positions, sample_masks, timesteps, offset=2, latent_side=32,
+                                                    class_timesteps=class_timesteps))
+
+    maps = probs.mean(dim=1)
+    first = mifo_penalty_loss([maps[2][:, positions[0]].T], sample_masks[0])    # instance rows' maps
+    assert value([10, 20], [600, 700]) is None                    # instances below 500, class images not
+    assert value([900, 900], [100, 700]).item() == pytest.approx(first.item() / 2)
+    # Without class images in the batch the instance's own timestep decides (phase 1).
+    alone = TermInputs(positions, sample_masks, [100, 900], offset=2, latent_side=32)
+    assert compute_term(term, store, alone).item() == pytest.approx(first.item() / 2)
+
+
 def test_mifo_terms_read_each_layer_of_any_resolution():
     torch.manual_seed(1)
     maps = {A16: torch.rand(1, 2, 64, T).softmax(-1), A32: torch.rand(1, 2, 256, T).softmax(-1)}
