@@ -36,3 +36,16 @@ def test_recipes_writes_one_resolved_recipe_per_method(tmp_path, capsys):
     ti_m = json.loads((tmp_path / "recipes" / "ti_m.json").read_text())["recipe"]
     assert "include" not in ti_m and ti_m["prior_preservation"] is False
     assert "2 written" in capsys.readouterr().out
+
+
+def test_recipes_show_the_successors_resolved_numbers(tmp_path):
+    """The numbers taken from the official codes, as the recipe files (and so DVC) see them."""
+    code = main(["--params", PARAMS, "-S", f"paths.storage_root={tmp_path}",
+                 "-S", "orchestration.methods=[mifo, tl_soft, sne]", "recipes"])
+    assert code == 0
+    read = lambda m: json.loads((tmp_path / "recipes" / f"{m}.json").read_text())["recipe"]  # noqa: E731
+    mifo, tl, sne = read("mifo"), read("tl_soft"), read("sne")
+    assert (mifo["token_init"], mifo["prior_prompt"]) == ("mean", "a photo of a chair")
+    assert mifo["attention_terms"]["penalty_16"]["timestep_source"] == "class_image"
+    assert (tl["token_init"], tl["prior_num_images"], tl["phases"]["phase2"]["lr"]) == ("word:sks", 200, 6e-5)
+    assert (sne["phases"]["phase2"]["steps"], sne["token_init"]) == (200, "class_name")
