@@ -71,7 +71,7 @@ def test_tl_and_sne_recipes(cfg):
         assert set(term.layers) == {"down_blocks.1.attentions.0", "down_blocks.1.attentions.1",
                                     *BAS_ATTENTION_LAYERS, *DECODER_16_32[3:], "mid_block.attentions.0"}
         assert tl.data.source == "scene" and not tl.diffusion_loss.masked
-        assert tl.prior_preservation and tl.prior_prompt == "a photo of a {class_name}"
+        assert tl.prior_preservation and tl.prior_prompt == "{class_name}"      # TL: --class_prompt doll
         # TL's scripts: --num_class_images 200, --initializer_token sks, --scale_lr (1e-5 x 3 x 2)
         assert tl.prior_num_images == 200 and tl.token_init == "word:sks"
         assert active[0].lr == pytest.approx(6e-5)
@@ -200,8 +200,8 @@ def test_tl_trains_kv_and_tokens_with_one_class_image_set_per_concept(runs):
         assert result.summary["prior_images"] == 3 * 2            # the recipe's 3 images (tiny_config) x 2 classes
         assert phase["optimizer"]["lr"] == pytest.approx(6e-5)
     for name in scene.class_names:
-        info = json.loads((class_images_dir(cfg, f"a photo of a {name}", 3) / "images.json").read_text())
-        assert info["prompt"] == f"a photo of a {name}" and len(info["seeds"]) == 3
+        info = json.loads((class_images_dir(cfg, name, 3) / "images.json").read_text())
+        assert info["prompt"] == name and len(info["seeds"]) == 3
     hard, soft = (_log(out[m][0]) for m in ("tl_hard", "tl_soft"))
     assert [r["timesteps"] for r in hard] == [r["timesteps"] for r in soft]         # same draws ...
     assert all(s["terms"]["localization"] < h["terms"]["localization"] for h, s in zip(hard, soft))  # ... soft <= hard
