@@ -76,7 +76,8 @@ def settings_for(cfg: Config, method: str, scene_id: str, profile: str, tokens_s
     gen = cfg.generation
     settings = {
         "method": method, "scene_id": scene_id, "profile": profile, "sampler": gen.sampler,
-        "steps": gen.steps, "steps_offset": DDIM_STEPS_OFFSET, "guidance_scale": gen.guidance_scale, "negative_prompt": gen.negative_prompt,
+        "steps": gen.steps, "steps_offset": DDIM_STEPS_OFFSET, "guidance_scale": gen.guidance_scale,
+        "negative_prompt": gen.negative_prompt,
         "seed": cfg.seed, "templates": list(gen.templates), "seeds": gen.seeds,
         "tokens_sha256": tokens_sha256,
     }
