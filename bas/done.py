@@ -80,12 +80,17 @@ def code_version(stage: str) -> str:
 
 
 def weights_identity(models_cfg, parts: tuple[str, ...]) -> Optional[str]:
-    """A digest of the sandbox profile's model files under `parts`, or None for other profiles.
+    """What the model files under `parts` are: sd21's sources (hub id @ revision, or a local
+    copy named by params or an environment variable), a digest of the sandbox's files, None for tiny.
 
-    sd21 names its weights by hub id or path and tiny builds them from a seed, and both are in
-    the models config a fingerprint already hashes; the sandbox's weights are files that
-    `bas sandbox train` rewrites in place, so a retrained model must change the fingerprints.
+    tiny builds its weights from a seed the models config already holds; the sandbox's weights
+    are files that `bas sandbox train` rewrites in place, so a retrained model must change the
+    fingerprints; sd21's environment overrides are not in the config a fingerprint hashes.
     """
+    if models_cfg.profile == "sd21":   # hub ids at their revisions, or local copies (env overrides)
+        from bas.models.fetch import sd21_identity
+
+        return json.dumps(sd21_identity(models_cfg, parts), sort_keys=True)
     if models_cfg.profile != "sandbox":
         return None
     from bas.models.registry import sandbox_weights_digest   # torch: see the note at the top

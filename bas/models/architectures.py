@@ -2,7 +2,7 @@
 
 The same shapes as the real checkpoints (so the same FLOPs and memory) without downloading
 them: `bench/gpu.py` times the protocol on these. The configs are those of
-stabilityai/stable-diffusion-2-1-base (unet, vae, text_encoder), open_clip ViT-L/14, timm
+stable-diffusion-2-1-base (unet, vae, text_encoder; sd2-community copy), open_clip ViT-L/14, timm
 vit_base_patch16_224.dino and facebook/maskformer-swin-large-coco.
 
     parts = build_diffusion("cuda")     # DiffusionParts, random weights, fp32

