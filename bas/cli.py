@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "bas.commands.train_cmd",
     "bas.commands.report_cmd",
     "bas.commands.sandbox_cmd",
+    "bas.commands.models_cmd",
 ]
 
 

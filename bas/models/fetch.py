@@ -31,16 +31,18 @@ ENV_OVERRIDES = {
     "maskformer": "BAS_SD21_MASKFORMER",
 }
 
-# The diffusers layout of a Stable Diffusion repository, as `load_diffusion` reads it.
+# The diffusers layout of a Stable Diffusion repository, as `load_diffusion` reads it (part by
+# part, so the pipeline's model_index.json is not needed).
 DIFFUSION_FILES: tuple[tuple[str, ...], ...] = (
-    ("model_index.json",),
     ("scheduler/scheduler_config.json",),
     ("tokenizer/vocab.json",), ("tokenizer/merges.txt",), ("tokenizer/tokenizer_config.json",),
-    ("tokenizer/special_tokens_map.json",),
     ("text_encoder/config.json",), ("text_encoder/model.safetensors", "text_encoder/pytorch_model.bin"),
     ("unet/config.json",), ("unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin"),
     ("vae/config.json",), ("vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.bin"),
 )
+# Fetched when the repository has them, not needed by a local copy (the tokenizer's special
+# tokens may live in tokenizer_config.json alone).
+DIFFUSION_OPTIONAL = ("model_index.json", "tokenizer/special_tokens_map.json")
 # open_clip reads a hub checkpoint as open_clip_model.safetensors, else open_clip_pytorch_model.bin.
 CLIP_FILES = (("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),)
 # timm reads model.safetensors, else pytorch_model.bin.
@@ -58,6 +60,7 @@ class HubModel:
     revision: str                       # hub revision ("" for a local copy)
     files: tuple[tuple[str, ...], ...]  # file groups: one of each group is needed
     local: Optional[str] = None         # a local copy: a directory, or a weights file
+    optional: tuple[str, ...] = ()      # fetched too when the repository has them
 
     @property
     def source(self) -> str:
@@ -65,8 +68,8 @@ class HubModel:
 
     def how_to_get(self) -> str:
         env = ENV_OVERRIDES[self.key]
-        return (f"run `bas models fetch` on a machine with network (it fills the Hugging Face cache, "
-                f"{hf_cache_dir()}), or point {env} / params models.sd21.{self.key} at a local copy")
+        return (f"run `bas models fetch` where the hub is reachable, or point {env} / "
+                f"params models.sd21.{self.key} at a local copy (docs/MODELS.md)")
 
 
 def hf_cache_dir() -> Path:
@@ -109,7 +112,7 @@ def sd21_models(cfg: ModelsConfig) -> list[HubModel]:
     models = []
     local = _local(value["diffusion"])
     models.append(HubModel("diffusion", "diffusion model (SD 2.1-base)", "" if local else value["diffusion"],
-                           "" if local else src.diffusion_revision, DIFFUSION_FILES, local))
+                           "" if local else src.diffusion_revision, DIFFUSION_FILES, local, DIFFUSION_OPTIONAL))
     local = _local(value["clip_pretrained"])
     repo = "" if local else clip_hub_file(src.clip_model, value["clip_pretrained"])[0]
     models.append(HubModel("clip_pretrained", f"CLIP {src.clip_model} ({src.clip_pretrained})", repo,
@@ -261,7 +264,8 @@ def fetch_one(model: HubModel) -> Fetched:
         raise _hub_error(model, RuntimeError("offline"))
     try:
         info = HfApi().model_info(model.repo_id, revision=model.revision)
-        names = _choose(model, [s.rfilename for s in info.siblings or []])
+        repo_files = [s.rfilename for s in info.siblings or []]
+        names = _choose(model, repo_files) + [name for name in model.optional if name in repo_files]
         paths = [Path(hf_hub_download(model.repo_id, name, revision=info.sha)) for name in names]
     except ModelNotAvailableError:
         raise

