@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "bas.commands.report_cmd",
     "bas.commands.sandbox_cmd",
     "bas.commands.models_cmd",
+    "bas.commands.coco_cmd",
 ]
 
 

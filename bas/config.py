@@ -92,6 +92,27 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class CocoFetchConfig:
+    """`bas coco fetch`: where COCO is downloaded from (docs/SCENES.md)."""
+
+    # The COCO image server, or a mirror with the same paths (/annotations/..., /<split>/<file>):
+    # each image's `coco_url` is read with its host replaced by this one.
+    base_url: str = "http://images.cocodataset.org"
+    annotations_zip: str = "annotations/annotations_trainval2017.zip"   # under base_url
+    retries: int = 3                  # tries an image gets before it is skipped by name
+    retry_delay_seconds: float = 2.0  # doubles each retry
+    timeout_seconds: float = 60.0     # per request
+
+    def __post_init__(self) -> None:
+        _check(self.base_url.startswith(("http://", "https://", "file://")), "scenes.fetch.base_url",
+               self.base_url, "must be an http(s):// or file:// URL")
+        _check(self.retries >= 1, "scenes.fetch.retries", self.retries, "must be >= 1")
+        _check(self.retry_delay_seconds >= 0, "scenes.fetch.retry_delay_seconds", self.retry_delay_seconds,
+               "must be >= 0")
+        _check(self.timeout_seconds > 0, "scenes.fetch.timeout_seconds", self.timeout_seconds, "must be > 0")
+
+
+@dataclass(frozen=True)
 class ScenesConfig:
     """PROTOCOL.md section 1 (BaS appendix B.2)."""
 
@@ -109,6 +130,8 @@ class ScenesConfig:
     num_scenes: int = 50
     selection_seed: int = 0
     resolution: int = 512
+    # `bas coco fetch`: download only the images the selection picks (docs/SCENES.md).
+    fetch: CocoFetchConfig = field(default_factory=CocoFetchConfig)
 
     def __post_init__(self) -> None:
         _check(0.0 < self.min_area_fraction < 1.0, "scenes.min_area_fraction", self.min_area_fraction,

@@ -114,6 +114,7 @@ class ImageEntry:
     file_name: str
     width: int
     height: int
+    coco_url: str = ""      # where COCO serves the image (`bas coco fetch`)
 
     def label(self) -> str:
         return f"image {self.image_id} ({self.file_name})"
@@ -175,7 +176,8 @@ def read_annotations(source: CocoSource) -> CocoAnnotations:
             raise DataError(f"{path}: images[{i}]: image id {img['id']} appears twice")
         if img["width"] <= 0 or img["height"] <= 0:
             raise DataError(f"{path}: images[{i}] (id {img['id']}): size {img['width']}x{img['height']}")
-        images[img["id"]] = ImageEntry(img["id"], img["file_name"], img["width"], img["height"])
+        images[img["id"]] = ImageEntry(img["id"], img["file_name"], img["width"], img["height"],
+                                       img.get("coco_url") if isinstance(img.get("coco_url"), str) else "")
 
     result = CocoAnnotations(path, images, categories, {})
     for i, ann in enumerate(data["annotations"]):
