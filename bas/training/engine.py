@@ -242,7 +242,7 @@ class Trainer:
                 import bitsandbytes  # noqa: F401
             except ImportError:
                 raise BasError("params: training.use_8bit_adam = true needs the bitsandbytes package "
-                               "(pip install bitsandbytes, CUDA only), or set it to false") from None
+                               "(in requirements.txt; CUDA or CPU), or set it to false") from None
 
     def _setup_random(self) -> None:
         self.seed = derive_seed("train", self.cfg.training.seed, self.scene.scene_id)
