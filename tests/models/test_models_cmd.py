@@ -94,3 +94,20 @@ def test_presence_reads_the_hub_cache_at_the_pinned_revision(empty_cache, monkey
     # Another revision is another snapshot: not present.
     other = type(model)(**{**model.__dict__, "revision": "0" * 40})
     assert not present(other).ok
+
+
+def test_memory_options_are_picked_for_the_vram_found():
+    from bas import config
+    from bas.models.memory import method_state, pick_options, sd21_parameter_counts
+    from bas.training.methods import get_recipe
+
+    cfg = config.load("params.yaml")
+    counts = sd21_parameter_counts()
+    assert (counts.unet, counts.vae, counts.text_encoder) == (865_910_724, 83_653_863, 340_387_840)
+    bas = get_recipe(cfg, "bas")
+    state = lambda options: max(method_state(bas, counts, options).values())  # noqa: E731
+    assert pick_options(state, 80e9).options == ()
+    assert pick_options(state, 16e9).options == ("gradient_checkpointing", "use_8bit_adam")
+    assert not pick_options(state, 12e9).fits       # 12.4 GB of state even with 8-bit AdamW
+    cd_m = get_recipe(cfg, "cd_m")
+    assert pick_options(lambda o: max(method_state(cd_m, counts, o).values()), 12e9).options == ()
