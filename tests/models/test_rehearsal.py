@@ -31,28 +31,29 @@ def _available_memory_gb() -> float:
 
 @pytest.fixture(scope="module")
 def sd21_random(tmp_path_factory):
+    if _available_memory_gb() < NEED_MEMORY_GB:
+        pytest.skip(f"the full-size rehearsal needs {NEED_MEMORY_GB} GB of free memory "
+                    f"({_available_memory_gb():.1f} GB available)")
     kept = os.environ.get("BAS_REHEARSAL_MODELS")
     root = Path(kept) if kept else tmp_path_factory.mktemp("sd21-random")
+    root.mkdir(parents=True, exist_ok=True)
     if not (root / "COMPLETE").exists() and shutil.disk_usage(root).free / 1e9 < NEED_DISK_GB:
         pytest.skip(f"the full-size rehearsal writes about 8 GB of models; {root} has less free disk")
     return write_models(root)
 
 
-def test_full_size_sd21_rehearsal(sd21_random, coco_root, tmp_path):
-    if _available_memory_gb() < NEED_MEMORY_GB:
-        pytest.skip(f"the full-size rehearsal needs {NEED_MEMORY_GB} GB of free memory "
-                    f"({_available_memory_gb():.1f} GB available)")
-    # The layouts the hub serves, at the real architecture.
-    unet = json.loads((sd21_random / "diffusion" / "unet" / "config.json").read_text())
+def check_models(models: Path) -> None:
+    """The layouts the hub serves, at the real architecture."""
+    unet = json.loads((models / "diffusion" / "unet" / "config.json").read_text())
     assert unet["attention_head_dim"] == [5, 10, 20, 20] and unet["sample_size"] == 64
     assert unet["cross_attention_dim"] == 1024
-    assert (sd21_random / "diffusion" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size > 3.4e9
-    assert (sd21_random / "maskformer" / "preprocessor_config.json").exists()
+    assert (models / "diffusion" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size > 3.4e9
+    assert (models / "maskformer" / "preprocessor_config.json").exists()
 
-    summary = rehearse(sd21_random, tmp_path / "work", coco_root, max_rss_gb=NEED_MEMORY_GB)
-    assert summary["ok"], (summary, Path(summary["log"]).read_text()[-4000:])
-    scene = summary["scene"]
-    run = tmp_path / "work" / "data" / "runs" / "bas" / scene
+
+def check_run(work: Path, scene: str) -> None:
+    """What `bas train`, `bas generate` and `bas score` left, at full size."""
+    run = work / "data" / "runs" / "bas" / scene
     train = json.loads((run / "train" / "train.json").read_text())
     assert train["profile"] == "sd21"
     phase1, phase2 = train["phases"]
@@ -63,10 +64,17 @@ def test_full_size_sd21_rehearsal(sd21_random, coco_root, tmp_path):
     log = [json.loads(line) for line in (run / "train" / "log.jsonl").read_text().splitlines()]
     assert [entry["phase"] for entry in log] == ["phase1", "phase2"]
     assert all(entry["terms"]["attention"] > 0 for entry in log)   # the 16x16 maps were read
+    concepts = json.loads((work / "data" / "scenes" / scene / "scene.json").read_text())["concepts"]
     manifest = pd.read_parquet(run / "manifest.parquet")
-    assert len(manifest) == 2 ** len(json.loads((tmp_path / "work" / "data" / "scenes" / scene /
-                                                "scene.json").read_text())["concepts"]) - 1
+    assert len(manifest) == 2 ** len(concepts) - 1              # one template, every subset, one seed
     for path in manifest["path"]:
         assert Image.open(run / path).size == (512, 512)
     scores = pd.read_parquet(run / "scores.parquet")
     assert len(scores) >= len(manifest) and scores["prompt_similarity"].notna().all()
+
+
+def test_full_size_sd21_rehearsal(sd21_random, coco_root, tmp_path):
+    check_models(sd21_random)
+    summary = rehearse(sd21_random, tmp_path / "work", coco_root, max_rss_gb=NEED_MEMORY_GB)
+    assert summary["ok"], (summary, Path(summary["log"]).read_text()[-4000:])
+    check_run(tmp_path / "work", summary["scene"])
