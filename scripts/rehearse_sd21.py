@@ -30,11 +30,12 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path(".cache/bas/rehearsal"), help="storage root of the run")
     parser.add_argument("--coco-root", type=Path, default=Path("../shared/coco-sample"))
     parser.add_argument("--max-rss-gb", type=float, default=15.0, help="kill a command above this RSS")
+    parser.add_argument("--method", default="bas", help="the method trained (default: %(default)s)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     write_models(args.models)
     build_s = round(time.perf_counter() - start, 1)
-    summary = rehearse(args.models, args.work, args.coco_root, max_rss_gb=args.max_rss_gb)
+    summary = rehearse(args.models, args.work, args.coco_root, method=args.method, max_rss_gb=args.max_rss_gb)
     summary["build_models_s"] = build_s
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1

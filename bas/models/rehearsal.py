@@ -163,12 +163,13 @@ def run_step(step: Step, env: dict[str, str], cwd: Path, max_rss_gb: float, log_
     return step
 
 
-# User overrides of the run: one scene, one step of each BaS phase, one class image and one
-# prompt template, 2 DDIM steps; the memory options a 24 GB machine needs for phase 2.
+# User overrides of the run: one scene, one step of each phase, one class image and one
+# prompt template, 2 DDIM steps; `bas generate` runs in its own process, so a method that
+# fine-tunes weights keeps them (`training.keep_weights`); the memory options a 24 GB machine
+# needs for BaS phase 2.
 REHEARSAL_OVERRIDES = (
     "models.profile=sd21",
-    "methods.bas.phases.phase1.steps=1",
-    "methods.bas.phases.phase2.steps=1",
+    "training.keep_weights=true",
     "training.prior_images.num_images=1",
     "training.prior_images.sampling_steps=2",
     "training.prior_images.batch_size=1",
@@ -181,20 +182,29 @@ REHEARSAL_OVERRIDES = (
 MEMORY_OVERRIDES = ("training.gradient_checkpointing=true", "training.use_8bit_adam=true")
 
 
-def rehearse(models_root: str | Path, work: str | Path, coco_root: str | Path, image_id: Optional[int] = None,
+def one_step_overrides(method: str) -> list[str]:
+    """`-S` settings that run each phase of `method` that has steps for one step."""
+    from bas import config
+    from bas.training.methods import get_recipe
+
+    recipe = get_recipe(config.load(Path(__file__).resolve().parents[2] / "params.yaml"), method)
+    return [f"methods.{method}.phases.{name}.steps=1" for name, phase in recipe.phases.items() if phase.steps > 0]
+
+
+def rehearse(models_root: str | Path, work: str | Path, coco_root: str | Path, method: str = "bas",
              max_rss_gb: float = 15.0, memory_options: Sequence[str] = MEMORY_OVERRIDES,
              python: str = sys.executable) -> dict:
-    """Stage one COCO scene at 512 px, train BaS one step a phase, generate, score. -> summary."""
+    """Stage one COCO scene at 512 px, train `method` one step a phase, generate, score. -> summary."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **local_copy_env(models_root)}
-    sets = [a for o in (*REHEARSAL_OVERRIDES, *memory_options, f"paths.storage_root={work / 'data'}")
-            for a in ("-S", o)]
+    overrides = [*REHEARSAL_OVERRIDES, *one_step_overrides(method), *memory_options]
+    sets = [a for o in (*overrides, f"paths.storage_root={work / 'data'}") for a in ("-S", o)]
     bas = [python, "-m", "bas.cli", *sets]
     repo = Path(__file__).resolve().parents[2]
     log_file = work / "rehearsal.log"
     steps = [Step("stage", [*bas, "stage", "--coco-root", str(coco_root), "--num-scenes", "1"])]
-    summary: dict = {"models": str(models_root), "overrides": [*REHEARSAL_OVERRIDES, *memory_options], "steps": []}
+    summary: dict = {"models": str(models_root), "method": method, "overrides": overrides, "steps": []}
     total = time.perf_counter()
     for step in steps:
         run_step(step, env, repo, max_rss_gb, log_file)
@@ -205,9 +215,9 @@ def rehearse(models_root: str | Path, work: str | Path, coco_root: str | Path, i
         index = sorted((work / "data" / "scenes").glob("coco-*"))
         scene = index[0].name
         summary["scene"] = scene
-        for step in (Step("train", [*bas, "train", "--method", "bas", "--scene", scene]),
-                     Step("generate", [*bas, "generate", "--method", "bas", "--scene", scene, "--no-progress"]),
-                     Step("score", [*bas, "score", "--run", str(work / "data" / "runs" / "bas" / scene),
+        for step in (Step("train", [*bas, "train", "--method", method, "--scene", scene]),
+                     Step("generate", [*bas, "generate", "--method", method, "--scene", scene, "--no-progress"]),
+                     Step("score", [*bas, "score", "--run", str(work / "data" / "runs" / method / scene),
                                     "--no-progress"])):
             run_step(step, env, repo, max_rss_gb, log_file)
             summary["steps"].append(step.__dict__)

@@ -54,17 +54,18 @@ def check_models(models: Path) -> None:
 def check_run(work: Path, scene: str) -> None:
     """What `bas train`, `bas generate` and `bas score` left, at full size."""
     run = work / "data" / "runs" / "bas" / scene
+    concepts = json.loads((work / "data" / "scenes" / scene / "scene.json").read_text())["concepts"]
     train = json.loads((run / "train" / "train.json").read_text())
     assert train["profile"] == "sd21"
     phase1, phase2 = train["phases"]
     assert (phase1["steps"], phase2["steps"]) == (1, 1)
-    # Phase 2 trains the whole UNet and text encoder: SD 2.1-base's 865.9M + 340.4M parameters.
-    assert phase2["optimizer"]["num_elements"] == 865_910_724 + 340_387_840
+    # Phase 2 trains the whole UNet and text encoder: SD 2.1-base's 865.9M + 340.4M parameters,
+    # and a 1024-wide embedding row for each new token.
+    assert phase2["optimizer"]["num_elements"] == 865_910_724 + 340_387_840 + 1024 * len(concepts)
     assert phase2["optimizer"]["kind"] == "AdamW8bit"
     log = [json.loads(line) for line in (run / "train" / "log.jsonl").read_text().splitlines()]
     assert [entry["phase"] for entry in log] == ["phase1", "phase2"]
     assert all(entry["terms"]["attention"] > 0 for entry in log)   # the 16x16 maps were read
-    concepts = json.loads((work / "data" / "scenes" / scene / "scene.json").read_text())["concepts"]
     manifest = pd.read_parquet(run / "manifest.parquet")
     assert len(manifest) == 2 ** len(concepts) - 1              # one template, every subset, one seed
     for path in manifest["path"]:
