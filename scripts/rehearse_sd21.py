@@ -20,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bas import config  # noqa: E402
 from bas.models.rehearsal import rehearse, write_models  # noqa: E402
+from bas.training.methods import get_recipe  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,7 +37,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     write_models(args.models)
     build_s = round(time.perf_counter() - start, 1)
-    summary = rehearse(args.models, args.work, args.coco_root, method=args.method, max_rss_gb=args.max_rss_gb)
+    recipe = get_recipe(config.load(Path(__file__).resolve().parents[1] / "params.yaml"), args.method)
+    summary = rehearse(args.models, args.work, args.coco_root, args.method, recipe, max_rss_gb=args.max_rss_gb)
     summary["build_models_s"] = build_s
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1

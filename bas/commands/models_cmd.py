@@ -58,7 +58,10 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from bas.models.doctor import check
+    from bas.training.methods import get_recipe
 
-    report = check(_config(args), args.method)
+    cfg = _config(args)
+    methods = (args.method or cfg.orchestration.methods) if cfg.models.profile == "sd21" else ()
+    report = check(cfg, {m: get_recipe(cfg, m) for m in methods})
     print(report.text())
     return 0 if report.ok else 1

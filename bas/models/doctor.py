@@ -95,9 +95,8 @@ def _disk_free(paths: list[Path]) -> dict[str, int]:
     return out
 
 
-def check(cfg: Config, methods: Optional[list[str]] = None) -> Report:
-    from bas.training.methods import get_recipe
-
+def check(cfg: Config, recipes: dict) -> Report:
+    """The report for `cfg.models.profile`; `recipes`: method -> MethodRecipe whose memory to judge."""
     report = Report(cfg.models.profile)
     if cfg.models.profile == "sd21":
         report.models = [present(m) for m in sd21_models(cfg.models)]
@@ -110,8 +109,7 @@ def check(cfg: Config, methods: Optional[list[str]] = None) -> Report:
     if cfg.models.profile == "sd21":
         counts = sd21_parameter_counts()
         vram = report.device.memory_bytes
-        for method in methods or list(cfg.orchestration.methods):
-            recipe = get_recipe(cfg, method)
+        for method, recipe in recipes.items():
             need = method_state(recipe, counts)
             if not need:
                 continue

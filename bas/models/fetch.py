@@ -16,9 +16,11 @@ and resumes a file a killed download left half-written.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
+from urllib.parse import urlparse
 
 from bas.config import ModelsConfig
 from bas.errors import ModelNotAvailableError
@@ -70,6 +72,29 @@ class HubModel:
         env = ENV_OVERRIDES[self.key]
         return (f"run `bas models fetch` where the hub is reachable, or point {env} / "
                 f"params models.sd21.{self.key} at a local copy (docs/MODELS.md)")
+
+
+_HUB_REACHABLE: Optional[bool] = None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect (checked once per process).
+
+    Without this, the hub clients retry with back-off for over a minute before giving up;
+    a user without network should hear at once which model is missing.
+    """
+    global _HUB_REACHABLE
+    if _HUB_REACHABLE is None:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            _HUB_REACHABLE = False
+        else:
+            host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+            try:
+                socket.create_connection((host, 443), timeout=timeout).close()
+                _HUB_REACHABLE = True
+            except OSError:
+                _HUB_REACHABLE = False
+    return _HUB_REACHABLE
 
 
 def hf_cache_dir() -> Path:
@@ -241,8 +266,6 @@ def _choose(model: HubModel, repo_files: Sequence[str]) -> list[str]:
 
 
 def _hub_error(model: HubModel, err: Exception) -> ModelNotAvailableError:
-    from bas.models.registry import hub_reachable
-
     why = "the Hugging Face hub is not reachable from here (or HF_HUB_OFFLINE is set)" if not hub_reachable() \
         else f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
     return ModelNotAvailableError(f"{model.what} ({model.source}) cannot be downloaded: {why}; "
@@ -257,8 +280,6 @@ def fetch_one(model: HubModel) -> Fetched:
             raise ModelNotAvailableError(found.problem())
         return Fetched(model, "", model.local, found.size)
     from huggingface_hub import HfApi, hf_hub_download
-
-    from bas.models.registry import hub_reachable
 
     if not hub_reachable():
         raise _hub_error(model, RuntimeError("offline"))

@@ -16,17 +16,15 @@ import functools
 import hashlib
 import logging
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
-from urllib.parse import urlparse
 
 import torch
 
 from bas.config import ModelsConfig
 from bas.errors import ConfigError, ModelNotAvailableError
-from bas.models.fetch import ENV_OVERRIDES, sd21_identity  # noqa: F401 (sd21_identity: re-exported)
+from bas.models.fetch import ENV_OVERRIDES, hub_reachable, sd21_identity  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -199,29 +197,6 @@ def _unavailable(what: str, source: str, key: str, err: Exception) -> ModelNotAv
         f"  It is downloaded from the Hugging Face hub on first use (or by `bas models fetch`); "
         f"without network, {how}."
     )
-
-
-_HUB_REACHABLE: Optional[bool] = None
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connect (checked once per process).
-
-    Without this, the hub clients retry with back-off for over a minute before giving up;
-    a user without network should hear at once which model is missing.
-    """
-    global _HUB_REACHABLE
-    if _HUB_REACHABLE is None:
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-            _HUB_REACHABLE = False
-        else:
-            host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-            try:
-                socket.create_connection((host, 443), timeout=timeout).close()
-                _HUB_REACHABLE = True
-            except OSError:
-                _HUB_REACHABLE = False
-    return _HUB_REACHABLE
 
 
 @contextlib.contextmanager

@@ -182,23 +182,20 @@ REHEARSAL_OVERRIDES = (
 MEMORY_OVERRIDES = ("training.gradient_checkpointing=true", "training.use_8bit_adam=true")
 
 
-def one_step_overrides(method: str) -> list[str]:
-    """`-S` settings that run each phase of `method` that has steps for one step."""
-    from bas import config
-    from bas.training.methods import get_recipe
-
-    recipe = get_recipe(config.load(Path(__file__).resolve().parents[2] / "params.yaml"), method)
+def one_step_overrides(method: str, recipe) -> list[str]:
+    """`-S` settings that run each phase of `recipe` (a MethodRecipe) that has steps for one step."""
     return [f"methods.{method}.phases.{name}.steps=1" for name, phase in recipe.phases.items() if phase.steps > 0]
 
 
-def rehearse(models_root: str | Path, work: str | Path, coco_root: str | Path, method: str = "bas",
+def rehearse(models_root: str | Path, work: str | Path, coco_root: str | Path, method: str, recipe,
              max_rss_gb: float = 15.0, memory_options: Sequence[str] = MEMORY_OVERRIDES,
              python: str = sys.executable) -> dict:
-    """Stage one COCO scene at 512 px, train `method` one step a phase, generate, score. -> summary."""
+    """Stage one COCO scene at 512 px, train `method` (its `recipe`) one step a phase, generate,
+    score. -> summary."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **local_copy_env(models_root)}
-    overrides = [*REHEARSAL_OVERRIDES, *one_step_overrides(method), *memory_options]
+    overrides = [*REHEARSAL_OVERRIDES, *one_step_overrides(method, recipe), *memory_options]
     sets = [a for o in (*overrides, f"paths.storage_root={work / 'data'}") for a in ("-S", o)]
     bas = [python, "-m", "bas.cli", *sets]
     repo = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from bas.models.fetch import ENV_OVERRIDES, DIFFUSION_FILES, present, sd21_model
 @pytest.fixture
 def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("bas.models.registry._HUB_REACHABLE", None)
+    monkeypatch.setattr("bas.models.fetch._HUB_REACHABLE", None)
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ def test_scorers_run_forward(tiny_scorers):
 
 def test_sd21_without_weights_fails_with_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("bas.models.registry._HUB_REACHABLE", None)
+    monkeypatch.setattr("bas.models.fetch._HUB_REACHABLE", None)
     with pytest.raises(ModelNotAvailableError) as err:
         load_diffusion(ModelsConfig(profile="sd21"))
     message = str(err.value)

@@ -76,6 +76,10 @@ def check_run(work: Path, scene: str) -> None:
 
 def test_full_size_sd21_rehearsal(sd21_random, coco_root, tmp_path):
     check_models(sd21_random)
-    summary = rehearse(sd21_random, tmp_path / "work", coco_root, max_rss_gb=NEED_MEMORY_GB)
+    from bas import config
+    from bas.training.methods import get_recipe
+
+    recipe = get_recipe(config.load("params.yaml"), "bas")
+    summary = rehearse(sd21_random, tmp_path / "work", coco_root, "bas", recipe, max_rss_gb=NEED_MEMORY_GB)
     assert summary["ok"], (summary, Path(summary["log"]).read_text()[-4000:])
     check_run(tmp_path / "work", summary["scene"])
