@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from bas.worker_process import descendants  # noqa: F401 (slurm_harness imports it from here)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -46,23 +48,6 @@ def prefect_env(home: Path, api_url: Optional[str] = None) -> dict[str, str]:
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc), children first found first."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def kill_tree(process: subprocess.Popen) -> None:
