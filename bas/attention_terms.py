@@ -7,6 +7,8 @@ in `term_weights`. Each entry says
   params does not import torch) or the function itself. It is called once per instance
   sample as `loss(maps, masks, options, latent_side) -> scalar tensor`, with `masks` the
   sample's (k, H, W) concept masks in token order and `maps` what the entry `reads`:
+    - "mean_map":         one (k, HW) map, the layers' maps averaged, each averaged over heads
+                          (every layer at one resolution);
     - "layer_means":      a list with one (k, HW) map per layer, averaged over heads;
     - "resolution_means": a list with one (k, HW) map per resolution (coarse to fine), the
                           layers of that resolution averaged, each averaged over heads;
@@ -64,7 +66,7 @@ class SneEnhanceOptions:
 @dataclass(frozen=True)
 class AttentionTermKind:
     loss: Union[str, Callable]
-    reads: Literal["layer_means", "resolution_means", "head_maps"]
+    reads: Literal["mean_map", "layer_means", "resolution_means", "head_maps"]
     min_tokens: int
     options: type = NoOptions
 
@@ -76,6 +78,8 @@ class AttentionTermKind:
 
 _LOSSES = "bas.training.losses"
 ATTENTION_TERMS: dict[str, AttentionTermKind] = {
+    # Break-A-Scene (PROTOCOL.md sec. 2): each token's map over its max against its mask.
+    "bas": AttentionTermKind(f"{_LOSSES}:bas_attention_term", "mean_map", 1),
     # MIFO (PROTOCOL.md sec. 3): reward attention inside the mask up to a target, then penalise outside.
     "mifo_reward": AttentionTermKind(f"{_LOSSES}:mifo_reward_term", "layer_means", 1, MifoRewardOptions),
     "mifo_penalty": AttentionTermKind(f"{_LOSSES}:mifo_penalty_term", "layer_means", 1),

@@ -484,7 +484,6 @@ class LossWeights:
     """Weight of each loss term in one phase; 0 switches a term off."""
 
     diffusion: float
-    attention: float
     prior: float
 
 
@@ -544,13 +543,7 @@ class DiffusionLossRecipe:
     normalise: Literal["all_elements", "mask_area"]
 
 
-@dataclass(frozen=True)
-class AttentionLossRecipe:
-    kind: Literal["bas"]
-    layers: tuple[str, ...]          # UNet attention blocks whose cross-attention maps are read
-
-
-RESERVED_TERMS = ("diffusion", "attention", "prior")
+RESERVED_TERMS = ("diffusion", "prior")
 
 
 @dataclass(frozen=True)
@@ -638,9 +631,8 @@ class MethodRecipe:
     prior_preservation: bool         # class images + unmasked prior loss (phase weight `prior`)
     data: DataRecipe
     diffusion_loss: DiffusionLossRecipe
-    attention_loss: AttentionLossRecipe
     phases: dict[str, PhaseRecipe]   # run in this order
-    # Named attention terms (successor methods); phases weight them in `term_weights`.
+    # Named attention-loss terms (BaS's own among them); phases weight them in `term_weights`.
     attention_terms: dict[str, AttentionTermRecipe] = field(default_factory=dict)
     # The prompt of the class images; null = training.prior_images.prompt. "{class_name}" in it
     # makes one class-image set per concept class (e.g. "a photo of a {class_name}").

@@ -49,6 +49,12 @@ CANDIDATES = {
                                    sides=(28, 48), object_weight=3.0),
     "frozen-text-large-lr1e-3": dict(text="frozen", text_steps=300, counts=(1, 2), count_probs=(0.7, 0.3),
                                      sides=(28, 48), lr=1e-3),
+    # both levers above at once: the faster optimiser and the object-focused loss
+    "frozen-text-large-lr1e-3-obj3": dict(text="frozen", text_steps=300, counts=(1, 2), count_probs=(0.7, 0.3),
+                                          sides=(28, 48), lr=1e-3, object_weight=3.0),
+    # batch versus steps at equal samples: twice the updates of half the batch
+    "frozen-text-large-lr1e-3-obj3-b16": dict(text="frozen", text_steps=300, counts=(1, 2), count_probs=(0.7, 0.3),
+                                              sides=(28, 48), lr=1e-3, object_weight=3.0, batch=16),
 }
 
 

@@ -110,7 +110,7 @@ def test_recipes_merge_includes_and_rewrite_only_what_changed(tmp_path):
                                              "orchestration.methods": ["bas", "db_m", "cd_m"]})
     assert pipeline.write_recipes(cfg)["written"] == ["bas", "db_m", "cd_m"]
     cd_m = json.loads(paths.recipe_path(cfg, "cd_m").read_text())["recipe"]
-    assert cd_m["attention_loss"]["layers"] == list(cfg.methods["bas"].attention_loss.layers)  # via db_m -> bas
+    assert cd_m["attention_terms"]["attention"]["layers"] == list(cfg.methods["bas"].attention_terms["attention"].layers)  # via db_m -> bas
     assert pipeline.write_recipes(cfg)["written"] == []
     changed = config.load(REPO / "params.yaml", {"paths.storage_root": str(tmp_path),
                                                  "orchestration.methods": ["bas", "db_m", "cd_m"],

@@ -41,8 +41,7 @@ from bas.errors import BasError, ConfigError, DataError
 from bas.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_bytes
 from bas.tokens import TOKENS_FILE, WEIGHTS_FILE, add_placeholder_tokens, save_tokens, save_trained_weights
 from bas.training.data import SOURCES, ConceptSampler, PriorSource, SceneLike, prompt_ids
-from bas.training.losses import (bas_attention_loss_batch, downsample_mask, masked_diffusion_loss,
-                                 prior_loss)
+from bas.training.losses import downsample_mask, masked_diffusion_loss, prior_loss
 from bas.training.methods import get_recipe
 from bas.training.prior import class_prompts, ensure_class_images, model_identity, sampler_identity
 from bas.training.terms import TermInputs, compute_term, term_active
@@ -78,6 +77,7 @@ def _recipe_key(recipe: MethodRecipe) -> dict:
     run computes, so it is not part of the key."""
     data = to_dict(recipe)
     del data["kind"]
+    _bas_term_as_attention_loss(data)
     if not data["attention_terms"]:
         del data["attention_terms"]
     for term in data.get("attention_terms", {}).values():
@@ -90,6 +90,22 @@ def _recipe_key(recipe: MethodRecipe) -> dict:
         if not phase["term_weights"]:
             del phase["term_weights"]
     return data
+
+
+# BaS's loss as it hashed when it was a recipe field of its own (`attention_loss`, weighted by
+# `loss_weights.attention`), so that runs finished then keep their key.
+_BAS_TERM_DEFAULTS = {"kind": "bas", "from_step": 0, "until_step": None, "max_timestep": None, "options": {},
+                      "timestep_source": "instance"}
+
+
+def _bas_term_as_attention_loss(data: dict) -> None:
+    term = data["attention_terms"].get("attention")
+    if term is None or {k: v for k, v in term.items() if k != "layers"} != _BAS_TERM_DEFAULTS:
+        return
+    del data["attention_terms"]["attention"]
+    data["attention_loss"] = {"kind": "bas", "layers": term["layers"]}
+    for phase in data["phases"].values():
+        phase["loss_weights"]["attention"] = phase["term_weights"].pop("attention", 0.0)
 
 
 def run_key(cfg: Config, method: str, recipe: MethodRecipe, scene: SceneLike) -> str:
@@ -301,10 +317,8 @@ class Trainer:
         return {name: weight for name, weight in recipe.term_weights.items() if weight > 0}
 
     def recording_layers(self, recipe: PhaseRecipe) -> tuple[str, ...]:
-        """Attention blocks whose maps a phase's losses read (BaS loss and attention terms)."""
+        """Attention blocks whose maps a phase's attention terms read."""
         layers: list[str] = []
-        if recipe.loss_weights.attention > 0:
-            layers += self.recipe.attention_loss.layers
         for name in self.phase_terms(recipe):
             layers += self.recipe.attention_terms[name].layers
         return tuple(dict.fromkeys(layers))
@@ -488,14 +502,9 @@ class Trainer:
             terms["prior"] = prior_loss(pred[:n_prior], target[:n_prior])
         term_weights = {name: weight for name, weight in self.phase_terms(state.recipe).items()
                         if term_active(self.recipe.attention_terms[name], state.step)}
-        positions = None
-        if weights.attention > 0 or term_weights:
+        if term_weights:
             positions = [token_positions(ids[n_prior + b], [self.token_ids[i] for i in s.concepts])
                          for b, s in enumerate(samples)]
-        if weights.attention > 0:
-            maps = self.store.mean_map(self.recipe.attention_loss.layers)[n_prior:]    # (B, HW, 77)
-            terms["attention"] = bas_attention_loss_batch(maps, positions, [s.masks for s in samples])
-        if term_weights:
             inputs = TermInputs(positions, [s.masks for s in samples], timesteps[n_prior:].tolist(), n_prior,
                                 self.latent_side, class_timesteps=timesteps[:n_prior].tolist())
             for name in term_weights:

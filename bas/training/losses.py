@@ -76,20 +76,6 @@ def bas_attention_loss(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return per_token.sum()
 
 
-def bas_attention_loss_batch(maps: torch.Tensor, token_positions: Sequence[Sequence[int]],
-                             masks: Sequence[torch.Tensor]) -> torch.Tensor:
-    """`bas_attention_loss` averaged over a batch, as the BaS code does (sum / batch size).
-
-    maps: (B, HW, T) per-sample maps over all T prompt positions; token_positions[b]: the
-    prompt positions of sample b's tokens, in the order of masks[b] (k_b, H, W).
-    """
-    total = maps.new_zeros((), dtype=torch.float32)
-    for b, (positions, sample_masks) in enumerate(zip(token_positions, masks, strict=True)):
-        token_maps = maps[b, :, list(positions)].transpose(0, 1)         # (k_b, HW)
-        total = total + bas_attention_loss(token_maps, sample_masks.to(maps.device))
-    return total / len(masks)
-
-
 # --------------------------------------------------------------------------- successor methods
 
 
@@ -226,6 +212,10 @@ def sne_enhance_loss(maps: torch.Tensor, kernel_size: int = 3, sigma: float = 0.
 # --------------------------------------------------------------------------- attention terms
 # The registry's loss functions (bas.attention_terms): one instance sample's maps, as the
 # entry `reads` them, its (k, H, W) masks, the kind's options and the latent's side.
+
+
+def bas_attention_term(maps: torch.Tensor, masks: torch.Tensor, options, latent_side: int) -> torch.Tensor:
+    return bas_attention_loss(maps, masks.to(maps.device))
 
 
 def mifo_reward_term(maps: Sequence[torch.Tensor], masks: torch.Tensor, options, latent_side: int) -> torch.Tensor:

@@ -91,6 +91,8 @@ def _sample_maps(term: AttentionTermRecipe, store: AttentionStore, inputs: TermI
     row = inputs.offset + b
     positions = inputs.positions[b]
     reads = ATTENTION_TERMS[term.kind].reads
+    if reads == "mean_map":
+        return _token_maps(store.mean_map(term.layers)[row], positions)                      # (k, HW)
     if reads == "layer_means":
         return [_token_maps(store.head_mean(n)[row], positions) for n in store.names_under(term.layers)]  # each (k, HW)
     if reads == "resolution_means":

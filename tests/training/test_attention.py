@@ -4,13 +4,13 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from bas.config import BAS_ATTENTION_LAYERS
+from bas.config import BAS_ATTENTION_LAYERS, AttentionTermRecipe
 from bas.models import load_diffusion
 from bas.tokens import add_placeholder_tokens
 from bas import attention as attn
 from bas.attention import token_positions
 from bas.training.data import prompt_ids
-from bas.training.losses import bas_attention_loss_batch
+from bas.training.terms import TermInputs, compute_term
 
 
 @pytest.fixture
@@ -79,7 +79,8 @@ def test_attention_loss_gradient_reaches_the_token_embeddings(parts, checkpointi
     masks = torch.zeros(2, 64, 64)
     masks[0, :, 32:] = 1
     masks[1, :, :32] = 1
-    loss = bas_attention_loss_batch(store.mean_map(BAS_ATTENTION_LAYERS), positions, [masks])
+    term = AttentionTermRecipe(kind="bas", layers=BAS_ATTENTION_LAYERS)
+    loss = compute_term(term, store, TermInputs(positions, [masks], [0], offset=0, latent_side=latents.shape[-1]))
     loss.backward()
     grad = weight.grad
     assert grad[ids_new[0]].abs().sum() > 0 and grad[ids_new[1]].abs().sum() > 0

@@ -27,8 +27,8 @@ EXPERIMENT = {
     "methods.bas.phases.phase2.lr": 1.0e-3,
 }
 ATTENTION_WEIGHT = {
-    "methods.bas.phases.phase1.loss_weights.attention": 1.0,
-    "methods.bas.phases.phase2.loss_weights.attention": 1.0,
+    "methods.bas.phases.phase1.term_weights.attention": 1.0,
+    "methods.bas.phases.phase2.term_weights.attention": 1.0,
 }
 
 

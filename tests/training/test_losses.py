@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bas.training.losses import (bas_attention_loss, bas_attention_loss_batch, downsample_mask,
-                                 masked_diffusion_loss, prior_loss)
+from bas.training.losses import bas_attention_loss, downsample_mask, masked_diffusion_loss, prior_loss
 
 
 def square_mask(size: int, x0: int, y0: int, x1: int, y1: int) -> torch.Tensor:
@@ -44,15 +43,6 @@ def test_attention_loss_penalises_attention_on_other_concepts():
     on_own = own.reshape(1, 256) + 0.01
     leaking = (own + other).reshape(1, 256)
     assert bas_attention_loss(leaking, own[None]) > bas_attention_loss(on_own, own[None])
-
-
-def test_attention_loss_batch_averages_samples_and_reads_positions():
-    masks_a = square_mask(16, 0, 0, 8, 8)[None]                        # (1, 16, 16)
-    masks_b = torch.stack([square_mask(16, 0, 0, 16, 8), square_mask(16, 0, 8, 16, 16)])
-    maps = torch.rand(2, 256, 77)                                       # (B, HW, T)
-    loss = bas_attention_loss_batch(maps, [[5], [7, 3]], [masks_a, masks_b])
-    want = (bas_attention_loss(maps[0, :, [5]].T, masks_a) + bas_attention_loss(maps[1, :, [7, 3]].T, masks_b)) / 2
-    assert loss.item() == pytest.approx(want.item())
 
 
 def test_masked_loss_ignores_everything_outside_the_mask():

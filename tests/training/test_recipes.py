@@ -33,11 +33,13 @@ def test_bas_recipe_has_the_protocol_numbers(cfg):
         assert phase.betas == (0.9, 0.999)
         assert (phase.weight_decay, phase.eps, phase.grad_clip) == (1e-2, 1e-8, 1.0)
         assert (phase.lr_schedule, phase.warmup_steps) == ("constant", 0)
-        assert (phase.loss_weights.diffusion, phase.loss_weights.attention, phase.loss_weights.prior) == (1.0, 0.01, 1.0)
+        assert (phase.loss_weights.diffusion, phase.loss_weights.prior) == (1.0, 1.0)
+        assert phase.term_weights == {"attention": 0.01}
     assert (bas.data.source, bas.data.concepts_per_sample, bas.data.flip_p) == ("scene", "union", 0.5)
     assert bas.data.prompt_template.format(tokens=bas.data.token_joiner.join(["<a>", "<b>"])) == "a photo of <a> and <b>"
     assert (bas.diffusion_loss.masked, bas.diffusion_loss.normalise) == (True, "all_elements")
-    assert bas.attention_loss.layers == BAS_ATTENTION_LAYERS
+    assert (bas.attention_terms["attention"].kind, bas.attention_terms["attention"].layers) == ("bas", BAS_ATTENTION_LAYERS)
+    assert list(bas.attention_terms) == ["attention"]
     assert bas.prior_preservation is True
     prior = cfg.training.prior_images
     assert (prior.prompt, prior.num_images) == ("a photo at the beach", 100)
@@ -58,7 +60,7 @@ def _diff(a, b, prefix=""):
 @pytest.mark.parametrize("method, changed", [
     ("bas_no_phase1", ["phases.phase1.steps"]),
     ("bas_no_masked_loss", ["diffusion_loss.masked"]),
-    ("bas_no_attn_loss", ["phases.phase1.loss_weights.attention", "phases.phase2.loss_weights.attention"]),
+    ("bas_no_attn_loss", ["phases.phase1.term_weights.attention", "phases.phase2.term_weights.attention"]),
     ("bas_no_union_sampling", ["data.concepts_per_sample"]),
 ])
 def test_each_ablation_changes_only_its_component(cfg, method, changed):
@@ -71,7 +73,7 @@ def test_masked_baselines(cfg):
     ti, db, cd = (get_recipe(cfg, m) for m in ("ti_m", "db_m", "cd_m"))
     for recipe in (ti, db, cd):
         assert recipe.data.source == "masked_collection" and not recipe.diffusion_loss.masked
-        assert all(p.loss_weights.attention == 0 for p in recipe.phases.values() if p.steps > 0)
+        assert all(p.term_weights.get("attention", 0) == 0 for p in recipe.phases.values() if p.steps > 0)
     assert [(n, p.trainable, p.lr) for n, p in ti.phases.items() if p.steps] == [("phase1", ("tokens",), 5e-4)]
     assert [(n, set(p.trainable), p.lr) for n, p in db.phases.items() if p.steps] == \
         [("phase2", {"tokens", "unet", "text_encoder"}, 2e-6)]

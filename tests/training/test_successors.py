@@ -41,8 +41,8 @@ def test_mifo_recipe_has_the_protocol_numbers(cfg):
     phase1, phase2 = mifo.phases["phase1"], mifo.phases["phase2"]
     assert (phase1.steps, phase1.trainable, phase1.lr, phase1.betas) == (600, ("tokens",), 5e-3, (0.9, 0.99))
     assert (phase1.lr_schedule, phase1.warmup_steps) == ("cosine", 10)
-    assert (phase1.loss_weights.diffusion, phase1.loss_weights.attention, phase1.loss_weights.prior) == (1.0, 0, 0)
-    assert phase1.term_weights == {"reward": 1e-2, "penalty": 2e-2}
+    assert (phase1.loss_weights.diffusion, phase1.loss_weights.prior) == (1.0, 0)
+    assert phase1.term_weights == {"attention": 0, "reward": 1e-2, "penalty": 2e-2}
     assert mifo.diffusion_loss.masked and mifo.data.concepts_per_sample == "union"
     reward, penalty, late = (mifo.attention_terms[n] for n in ("reward", "penalty", "penalty_16"))
     assert (reward.kind, reward.layers, reward.until_step, reward.max_timestep, reward.target_scale) == \
@@ -50,7 +50,7 @@ def test_mifo_recipe_has_the_protocol_numbers(cfg):
     assert (penalty.kind, penalty.layers, penalty.from_step, penalty.until_step, penalty.max_timestep) == \
         ("mifo_penalty", DECODER_16_32, 200, None, 500)
     assert (phase2.steps, set(phase2.trainable), phase2.lr) == (400, {"tokens", "unet", "text_encoder"}, 2e-6)
-    assert phase2.term_weights == {"penalty_16": 2e-2} and phase2.loss_weights.prior == 1.0
+    assert phase2.term_weights == {"attention": 0, "penalty_16": 2e-2} and phase2.loss_weights.prior == 1.0
     assert (late.kind, late.layers, late.max_timestep) == ("mifo_penalty", BAS_ATTENTION_LAYERS, 500)
     assert mifo.prior_preservation
     # MIFO's code: no token initializer, phase 2's class prompt hard-coded, and phase 2's
@@ -64,7 +64,7 @@ def test_tl_and_sne_recipes(cfg):
     hard, soft, sne = (get_recipe(cfg, m) for m in ("tl_hard", "tl_soft", "sne"))
     for tl, kind in ((hard, "tl_hard"), (soft, "tl_soft")):
         active = [p for p in tl.phases.values() if p.steps]
-        assert [(set(p.trainable), p.term_weights) for p in active] == \
+        assert [(set(p.trainable), {n: w for n, w in p.term_weights.items() if w}) for p in active] == \
             [({"tokens", "cross_attention_kv"}, {"localization": 1.0})]
         term = tl.attention_terms["localization"]
         assert term.kind == kind and term.map_scale == 4                    # 4 x 64 = 256 on SD 2.1
@@ -78,11 +78,12 @@ def test_tl_and_sne_recipes(cfg):
     raw = yaml.safe_load(PARAMS.read_text())["methods"]["tl_soft"]
     assert raw["include"] == "tl_hard" and raw["attention_terms"] == {"localization": {"kind": "tl_soft"}}
     phase2 = sne.phases["phase2"]
-    assert phase2.trainable == ("cross_attention_k",) and phase2.term_weights == {"separate": 1.0, "enhance": 0.5}
+    assert phase2.trainable == ("cross_attention_k",)
+    assert phase2.term_weights == {"attention": 0, "separate": 1.0, "enhance": 0.5}
     assert phase2.steps == 200 and sne.phases["phase1"].steps == 400     # S&E's run_individual.sh: 200
     assert all(sne.attention_terms[n].layers == BAS_ATTENTION_LAYERS for n in ("separate", "enhance"))
     assert (sne.attention_terms["enhance"].smoothing_size, sne.attention_terms["enhance"].smoothing_sigma) == (3, 0.5)
-    assert all(p.loss_weights.attention == 0 for p in sne.phases.values())
+    assert all(p.term_weights["attention"] == 0 for p in sne.phases.values())
 
 
 def _with(methods):
@@ -304,8 +305,11 @@ def test_run_keys_of_older_recipes_do_not_change(cfg, coco_scene):
     recipe = get_recipe(cfg, "bas")
     old = to_dict(recipe)
     del old["attention_terms"], old["prior_prompt"], old["prior_num_images"], old["token_init"], old["kind"]
+    # BaS's loss was a recipe field of its own, weighted in loss_weights
+    old["attention_loss"] = {"kind": "bas", "layers": list(BAS_ATTENTION_LAYERS)}
     for phase in old["phases"].values():
         del phase["term_weights"]
+        phase["loss_weights"]["attention"] = 0.01
     # Keys as the old code hashed them: the step switches cache_latents / attention_capture
     # did not exist then (and are excluded from run keys now), so they are not in it.
     training = {k: v for k, v in to_dict(cfg.training).items()
@@ -323,8 +327,10 @@ def test_run_keys_of_older_recipes_do_not_change(cfg, coco_scene):
     ti_m = get_recipe(cfg, "ti_m")
     old = to_dict(ti_m)
     del old["attention_terms"], old["prior_prompt"], old["prior_num_images"], old["token_init"], old["kind"]
-    for phase in old["phases"].values():
+    old["attention_loss"] = {"kind": "bas", "layers": list(BAS_ATTENTION_LAYERS)}
+    for name, phase in old["phases"].items():
         del phase["term_weights"]
+        phase["loss_weights"]["attention"] = {"phase1": 0.0, "phase2": 0.01}[name]
     settings = {**settings, "method": "ti_m", "recipe": old}
     assert run_key(cfg, "ti_m", ti_m, coco_scene) == sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:32]
 

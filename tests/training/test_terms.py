@@ -6,7 +6,7 @@ import torch
 from bas.attention import AttentionStore
 from bas.attention_terms import TlOptions
 from bas.config import AttentionTermRecipe
-from bas.training.losses import (mifo_penalty_loss, mifo_reward_loss, sne_enhance_loss, sne_separate_loss,
+from bas.training.losses import (bas_attention_loss, mifo_penalty_loss, mifo_reward_loss, sne_enhance_loss, sne_separate_loss,
                                  tl_attention_loss, tl_guidance_maps)
 from bas.training.terms import TermInputs, compute_term, term_active
 
@@ -35,6 +35,20 @@ def test_term_active_counts_the_phase_steps():
     penalty = AttentionTermRecipe(kind="mifo_penalty", layers=("up_blocks.1",), from_step=200)
     assert [term_active(reward, s) for s in (0, 199, 200, 599)] == [True, True, False, False]
     assert [term_active(penalty, s) for s in (0, 199, 200, 599)] == [False, False, True, True]
+
+
+def test_bas_term_reads_the_mean_of_its_layers_and_averages_samples():
+    torch.manual_seed(0)
+    a, b = torch.rand(3, 2, 64, T).softmax(-1), torch.rand(3, 2, 64, T).softmax(-1)   # (rows, heads, HW, T)
+    store = store_with({A16: a, B16: b})
+    term = AttentionTermRecipe(kind="bas", layers=("up_blocks.1",))
+    sample_masks = [masks(1, 16), masks(2, 16)]
+    positions = [[5], [7, 3]]
+    value = compute_term(term, store, TermInputs(positions, sample_masks, [10, 900], offset=1, latent_side=32))
+    mean = (a.mean(dim=1) + b.mean(dim=1)) / 2                    # heads, then the two layers averaged
+    want = (bas_attention_loss(mean[1][:, positions[0]].T, sample_masks[0])
+            + bas_attention_loss(mean[2][:, positions[1]].T, sample_masks[1])) / 2   # sum / batch, every timestep
+    assert value.item() == pytest.approx(want.item())
 
 
 def test_max_timestep_keeps_only_samples_below_it():
@@ -161,8 +175,8 @@ def test_a_new_term_is_one_function_one_registry_entry_and_one_recipe(shared_sto
         recipe = {"include": "bas", "description": "BaS phase 1 with a toy attention term",
                   "prior_preservation": False,
                   "attention_terms": {"toy": {"kind": "toy_outside", "layers": ["up_blocks.1"], "power": 2.0}},
-                  "phases": {"phase1": {"steps": 2, "loss_weights": {"diffusion": 1.0, "attention": 0.0, "prior": 0.0},
-                                        "term_weights": {"toy": 1.0}},
+                  "phases": {"phase1": {"steps": 2, "loss_weights": {"diffusion": 1.0, "prior": 0.0},
+                                        "term_weights": {"attention": 0.0, "toy": 1.0}},
                              "phase2": {"steps": 0}}}
         cfg = tiny_config(shared_storage, (2, 2), **{"methods.toy": recipe})
         assert cfg.methods["toy"].attention_terms["toy"].options == ToyOptions(power=2.0)
