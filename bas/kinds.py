@@ -6,11 +6,15 @@
 - `successor`: a later method on the same engine (PROTOCOL.md sec. 3);
 - `reference`: the sandbox world's ground truth rendered into the grid (a ceiling or floor,
   `bas.sandbox.reference`), not a method: off the front and out of the tests.
+
+Scores record their method's kind; a folder of images bas did not make (`bas score --images`)
+is scored as `external`, and the report compares it like a method.
 """
 
 from __future__ import annotations
 
 KINDS = ("method", "ablation", "baseline", "successor", "reference")
+EXTERNAL = "external"
 
 GROUND_TRUTH = "ground_truth"
 OTHER_IDENTITY = "other_identity"

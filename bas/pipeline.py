@@ -234,6 +234,7 @@ def _score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None
     import pandas as pd
 
     from bas.scoring.score import SceneCache, score_manifest, summary as score_summary
+    from bas.training.methods import method_kind
 
     run = paths.run_dir(cfg, method, scene_id)
     out = paths.scene_scores_path(cfg, method, scene_id)
@@ -254,7 +255,7 @@ def _score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None
             started = time.perf_counter()
             scorer = _scorer(cfg.models, cfg.scoring)
             scores = score_manifest(pd.read_parquet(manifest_file), run, SceneCache(paths.scenes_dir(cfg)),
-                                    scorer, progress=False)
+                                    scorer, kind=method_kind(cfg, method), progress=False)
             atomic_write_parquet(out, scores)
             summary.update(scored=True, rows=len(scores), score_seconds=time.perf_counter() - started,
                            device=str(scorer.device), means=_finite(score_summary(scores)))

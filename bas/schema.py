@@ -40,6 +40,8 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
 
 # One row per (generated image, concept in its subset).
 SCORE_COLUMNS: tuple[Column, ...] = MANIFEST_COLUMNS + (
+    Column("kind", "string", "what the method is to the comparison (bas.kinds: method, ablation, baseline, "
+           "successor, reference); 'external' for a scored folder of images bas did not make"),
     Column("profile", "string", "model profile that scored it: sd21, tiny or sandbox"),
     Column("concept_index", "int64", "the concept this row scores"),
     Column("class_name", "string", "its class name"),

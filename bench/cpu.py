@@ -234,7 +234,7 @@ def bench_scoring(cfg, run_dir: Path, sizes: dict, device: torch.device) -> list
         mode_cfg = dataclasses.replace(cfg, scoring=dataclasses.replace(cfg.scoring, batch_size=size))
         scorer = make_scorer(mode_cfg, scorers=scorers)
         scenes = SceneCache(paths.scenes_dir(cfg))
-        runners[mode] = (lambda s=scorer, c=scenes: score_manifest(manifest, run_dir, c, s, progress=False))
+        runners[mode] = (lambda s=scorer, c=scenes: score_manifest(manifest, run_dir, c, s, kind="method", progress=False))
     log(f"scoring: {len(manifest)} images, 2 modes x {sizes['score_repeats']} rounds")
     timings = time_interleaved(runners, sizes["score_repeats"], warmup=1)
     base = {"images": len(manifest), "image_side": int(cfg.scenes.resolution)}

@@ -23,6 +23,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def run_kind(cfg, run: Path) -> str:
+    """The kind of the method whose run directory this is (its manifest names the method)."""
+    import pandas as pd
+
+    from bas import paths
+    from bas.errors import DataError
+    from bas.training.methods import method_kind
+
+    manifest = paths.manifest_path(run)
+    if not manifest.exists():
+        raise DataError(f"no finished generation in {run}: {manifest.name} is missing (run `bas generate`)")
+    methods = pd.read_parquet(manifest, columns=["method"])["method"].unique()
+    return method_kind(cfg, str(methods[0]))
+
+
 def run(args: argparse.Namespace) -> int:
     from bas import paths
     from bas.cli import load_config
@@ -34,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.run:
         if args.out or args.method or args.manifest:
             raise BasError("--out, --method and --manifest go with --images, not --run")
-        scores = score_run(cfg, args.run, args.scenes, progress=progress)
+        scores = score_run(cfg, args.run, args.scenes, kind=run_kind(cfg, Path(args.run)), progress=progress)
         out = paths.scores_path(Path(args.run))
     else:
         if not args.scenes:

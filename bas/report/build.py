@@ -23,7 +23,7 @@ from bas.io import atomic_write_bytes, atomic_dir, atomic_write_json, atomic_wri
 from bas.report import pictures, plots, published, stats
 from bas.report.data import (BREAKDOWN_METRICS, COMPARE_METRICS, MIFO_COLUMNS, SANDBOX_BANNER, TINY_BANNER,
                              X_METRIC, Y_METRIC, Comparison, PublishedView, ReportData)
-from bas.report.results import Results, is_ablation, is_reference, load_results, method_order
+from bas.report.results import MethodKinds, Results, load_results
 from bas.schema import METRICS
 
 log = logging.getLogger(__name__)
@@ -87,17 +87,19 @@ def human_ratings(root: Path, data: ReportData, plots_dir: Path) -> Optional[dic
 def collect(results: Results, cfg: ReportConfig, plots_dir: Path, results_label: str) -> ReportData:
     images = results.images
     methods = results.methods
-    colors = plots.method_colors(methods)
+    kinds = results.kinds
+    colors = plots.method_colors(kinds, methods)
     summary = stats.method_summary(images, list(METRICS), cfg.bootstrap_samples, cfg.confidence,
                                    cfg.bootstrap_seed)
     means = summary.pivot(index="method", columns="metric", values="mean")
     # References (sandbox ground truth) are a ceiling and a floor, never on the front.
-    candidates = [m for m in methods if not is_reference(m) and (cfg.pareto_include_ablations or not is_ablation(m))]
+    candidates = [m for m in methods
+                  if not kinds.is_reference(m) and (cfg.pareto_include_ablations or not kinds.is_ablation(m))]
     front = stats.pareto_front(
         {m: (means.at[m, X_METRIC], means.at[m, Y_METRIC]) for m in candidates},
         METRICS[X_METRIC].higher_is_better, METRICS[Y_METRIC].higher_is_better)
 
-    compared = images[~images["method"].map(is_reference)]   # tests compare methods only
+    compared = images[~images["method"].map(kinds.is_reference)]   # tests compare methods only
     made = {}
     made["pareto"] = plots.save(plots.pareto_plot(summary, front, X_METRIC, Y_METRIC, cfg.confidence,
                                                   colors), plots_dir, "pareto")
@@ -136,7 +138,7 @@ def collect(results: Results, cfg: ReportConfig, plots_dir: Path, results_label:
     }).reindex(methods)
 
     return ReportData(
-        results_dir=results_label, cfg=cfg, profiles=profiles, banner=banner, methods=methods,
+        results_dir=results_label, cfg=cfg, profiles=profiles, banner=banner, methods=methods, kinds=kinds,
         overview=overview, incomplete=results.incomplete, summary=summary, front=front, plots=made,
         by_subset={m: stats.breakdown(images, "subset_size", m) for m in BREAKDOWN_METRICS},
         by_template={m: stats.breakdown(images, "template_id", m) for m in BREAKDOWN_METRICS},
@@ -191,7 +193,7 @@ def tl_relative(images: pd.DataFrame) -> dict[str, Optional[float]]:
 def metrics_json(summary: pd.DataFrame) -> dict:
     """{method: {metric: mean, n_images: n}} for `dvc metrics show`; NaN means are left out."""
     out = {}
-    for method in method_order(summary["method"]):
+    for method in MethodKinds.of(summary).order(summary["method"]):
         rows = summary[summary["method"] == method]
         entry = {r.metric: round(float(r.mean), 6) for r in rows.itertuples() if np.isfinite(r.mean)}
         entry["n_images"] = int(rows.loc[rows["metric"] == "prompt_similarity", "n"].iloc[0])
@@ -218,7 +220,7 @@ def other_means(other: str | Path) -> tuple[dict[str, dict[str, float]], list[st
 def compare_runs(data: ReportData, other: str | Path) -> Comparison:
     theirs, profiles = other_means(other)
     records = []
-    for method in method_order(set(data.methods) | set(theirs)):
+    for method in data.kinds.order(set(data.methods) | set(theirs)):
         for metric in COMPARE_METRICS:
             this = data.mean(method, metric) if method in data.methods else float("nan")
             that = theirs.get(method, {}).get(metric, float("nan"))

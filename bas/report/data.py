@@ -12,6 +12,7 @@ import pandas as pd
 
 from bas.config import ReportConfig
 from bas.report import pictures, plots, published, stats
+from bas.report.results import MethodKinds
 
 X_METRIC = "prompt_similarity"  # BaS Fig. 5 (left): prompt similarity across ...
 Y_METRIC = "identity_similarity"  # ... identity similarity up
@@ -48,6 +49,7 @@ class ReportData:
     profiles: list[str]
     banner: Optional[str]
     methods: list[str]
+    kinds: MethodKinds      # what each method is to the comparison, read from its scores
     overview: pd.DataFrame  # per method: scenes, images, scored concept rows
     incomplete: list[str]
     summary: pd.DataFrame  # stats.method_summary over every metric

@@ -13,7 +13,7 @@ import pandas as pd
 from bas.report import published
 from bas.report.data import BREAKDOWN_METRICS, COMPARE_METRICS, MIFO_COLUMNS, ReportData
 from bas.report.plots import Plot
-from bas.report.results import is_ablation, is_competitor, is_reference, kind_of
+from bas.report.results import MethodKinds
 from bas.report.stats import best_methods
 from bas.schema import METRICS
 
@@ -138,16 +138,16 @@ def direction(metric: str) -> str:
     return "↑" if METRICS[metric].higher_is_better else "↓"
 
 
-def frame_table(frame: pd.DataFrame, index_label: str, index_format=str, digits: int = 3,
+def frame_table(frame: pd.DataFrame, kinds: MethodKinds, index_label: str, index_format=str, digits: int = 3,
                 best_per_row: Optional[str] = None) -> str:
     """A numeric frame (rows x methods); `best_per_row` = metric whose best method is bolded."""
-    header = [esc(index_label)] + [f"<i>{esc(c)}</i><br><small>{kind_of(c)}</small>" if kind_of(c) else esc(c)
+    header = [esc(index_label)] + [f"<i>{esc(c)}</i><br><small>{kinds.label(c)}</small>" if kinds.label(c) else esc(c)
                                    for c in frame.columns]
     rows = []
     for index, values in frame.iterrows():
         best = set()
         if best_per_row is not None:
-            main = values[[c for c in frame.columns if is_competitor(c)]].dropna()
+            main = values[[c for c in frame.columns if kinds.is_competitor(c)]].dropna()
             if main.nunique() > 1:
                 target = main.max() if METRICS[best_per_row].higher_is_better else main.min()
                 best = set(main.index[main == target])
@@ -168,17 +168,17 @@ def section(key: str, body: str) -> str:
 def overview(data: ReportData) -> str:
     parts = [f"<p>Results read from <code>{esc(data.results_dir)}</code>. Model profile: "
              f"<b>{esc(', '.join(data.profiles))}</b>. Methods: {len(data.methods)} "
-             f"({sum(is_competitor(m) for m in data.methods)} compared, "
-             f"{sum(is_ablation(m) for m in data.methods)} ablation(s) of <code>bas</code>, named "
-             f"<code>bas_no_*</code>, shown in italics and kept off the Pareto front"
-             + (f"; {sum(is_reference(m) for m in data.methods)} ground-truth reference(s) of the sandbox "
+             f"({sum(data.kinds.is_competitor(m) for m in data.methods)} compared, "
+             f"{sum(data.kinds.is_ablation(m) for m in data.methods)} ablation(s) (recipes of kind "
+             f"<code>ablation</code>), shown in italics and kept off the Pareto front"
+             + (f"; {sum(data.kinds.is_reference(m) for m in data.methods)} ground-truth reference(s) of the sandbox "
                 f"world: the true objects rendered in each grid cell (<code>ground_truth</code>, each metric's "
                 f"ceiling) and same-shape objects of another colour (<code>other_identity</code>, identity's "
-                f"floor), in italics, off the front and out of the tests" if any(map(is_reference, data.methods)) else "")
+                f"floor), in italics, off the front and out of the tests" if any(map(data.kinds.is_reference, data.methods)) else "")
              + ").</p>"]
     rows = [[td(esc(m))] + [td(str(int(v)), num=True) for v in data.overview.loc[m]] for m in data.methods]
     parts.append(table(["method", "scenes", "images", "scored (image, concept) pairs"], rows,
-                       [kind_of(m) for m in data.methods]))
+                       [data.kinds.label(m) for m in data.methods]))
     if data.incomplete:
         parts.append(f'<p class="note">Left out, no <code>scores.parquet</code> yet: '
                      f'{esc(", ".join(data.incomplete))}.</p>')
@@ -221,7 +221,7 @@ def means(data: ReportData) -> str:
             text = f"{fmt(mean)}<br><small>[{fmt(lo)}, {fmt(hi)}]</small>"
             cells.append(td(text, num=True, extra="best" if method in best[m] else ""))
         rows.append(cells)
-    body = table(header, rows, [kind_of(m) for m in data.methods])
+    body = table(header, rows, [data.kinds.label(m) for m in data.methods])
     body += (f"<p>Mean over images with its {data.cfg.confidence:.0%} bootstrap interval in brackets; "
              f"↑ higher is better, ↓ lower is better; the best compared method per column is bold. "
              f"Identity similarity and CS count only images where MaskFormer found at least one of the "
@@ -238,7 +238,7 @@ def mifo(data: ReportData) -> str:
     for method, values in frame.iterrows():
         rows.append([td(esc(method))] + [td(fmt(v), num=True, extra="best" if method in best.get(c, ()) else "")
                                          for c, v in values.items()])
-    body = table(header, rows, [kind_of(m) for m in frame.index])
+    body = table(header, rows, [data.kinds.label(m) for m in frame.index])
     body += ("<p>SIM-C = prompt similarity (CLIP), SIM-D = identity similarity (DINO), NSIM-D = DINO "
              "similarity of a generated concept to the scene's other concepts (lower is better), "
              "CS = SIM-C × SIM-D × (1 − NSIM-D) per (image, concept), averaged. "
@@ -256,14 +256,14 @@ def breakdowns(data: ReportData) -> str:
                     "are ablations.")]
     for metric in BREAKDOWN_METRICS:
         parts.append(f"<p><b>{esc(METRICS[metric].label)}</b> {direction(metric)} by number of concepts</p>")
-        parts.append(frame_table(data.by_subset[metric], "concepts", best_per_row=metric))
+        parts.append(frame_table(data.by_subset[metric], data.kinds, "concepts", best_per_row=metric))
     parts += ["<h3>By template</h3>",
               figure(data.plots["by_template"], "scores by template",
                      "Mean per-image score per prompt template (\"… \" stands for \"a photo of "
                      "{tokens}\"); one marker per method, right is better.")]
     for metric in BREAKDOWN_METRICS:
         parts.append(f"<p><b>{esc(METRICS[metric].label)}</b> {direction(metric)} by template</p>")
-        parts.append(frame_table(data.by_template[metric], "template",
+        parts.append(frame_table(data.by_template[metric], data.kinds, "template",
                                  index_format=lambda i: f"{i}: {data.templates.get(i, '')}",
                                  best_per_row=metric))
     parts.append("<h3>By scene</h3>")
@@ -271,14 +271,14 @@ def breakdowns(data: ReportData) -> str:
         n = len(data.by_scene[metric])
         parts.append(f"<details open><summary><b>{esc(METRICS[metric].label)}</b> {direction(metric)} "
                      f"by scene ({n} scenes)</summary>"
-                     f"{frame_table(data.by_scene[metric], 'scene', best_per_row=metric)}</details>")
+                     f"{frame_table(data.by_scene[metric], data.kinds, 'scene', best_per_row=metric)}</details>")
     parts += ["<h3>Detection rate of the identity metric</h3>",
               figure(data.plots["detection"], "detection rate",
                      f"Share of the prompt's concepts that MaskFormer found in the generated image, "
                      f"averaged over images, with {data.cfg.confidence:.0%} bootstrap CI; higher is "
                      f"better. Identity similarity exists only for detected concepts, so a low rate "
                      f"means the identity mean rests on few images."),
-              frame_table(data.detection_by_subset, "concepts", best_per_row="detected")]
+              frame_table(data.detection_by_subset, data.kinds, "concepts", best_per_row="detected")]
     return section("breakdowns", "\n".join(parts))
 
 
@@ -413,7 +413,7 @@ def compare(data: ReportData) -> str:
             cells += [td(fmt(r["this"]), num=True), td(fmt(r["other"]), num=True),
                       td(fmt_signed(r["delta"]), num=True, extra=extra)]
         rows.append(cells)
-    parts.append(table(header, rows, [kind_of(m) for m in methods], compact=True))
+    parts.append(table(header, rows, [data.kinds.label(m) for m in methods], compact=True))
     return section("compare", "\n".join(parts))
 
 
@@ -430,7 +430,7 @@ def method_notes(data: ReportData) -> str:
         f"a method's images, level {cfg.confidence:g}, seed {cfg.bootstrap_seed}.",
         "Pareto front: over method means of prompt and identity similarity, directions from the "
         "metric registry; a method is on it when no other method is at least as good on both and "
-        "better on one. Ablations (<code>bas_no_*</code>) "
+        "better on one. Ablations (recipes of kind <code>ablation</code>) "
         + ("take part." if cfg.pareto_include_ablations else "are drawn but do not take part."),
         "Kruskal-Wallis: <code>scipy.stats.kruskal</code>; Tukey HSD: <code>scipy.stats.tukey_hsd</code>, "
         f"pairs with p &lt; {cfg.alpha:g} marked.",

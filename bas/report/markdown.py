@@ -6,7 +6,7 @@ import numpy as np
 
 from bas.report import published
 from bas.report.data import COMPARE_METRICS, MIFO_COLUMNS, ReportData
-from bas.report.results import kind_of
+from bas.report.results import MethodKinds
 from bas.schema import METRICS
 
 
@@ -33,8 +33,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _name(method: str) -> str:
-    kind = kind_of(method)
+def _name(kinds: MethodKinds, method: str) -> str:
+    kind = kinds.label(method)
     return f"*{method}* ({kind})" if kind else method
 
 
@@ -59,14 +59,14 @@ def render_markdown(data: ReportData) -> str:
     rows = []
     for method in data.methods:
         own = data.summary[data.summary["method"] == method].set_index("metric")
-        rows.append([_name(method), str(int(own.at["prompt_similarity", "n"]))] +
+        rows.append([_name(data.kinds, method), str(int(own.at["prompt_similarity", "n"]))] +
                     [f"{_fmt(own.at[m, 'mean'])} [{_fmt(own.at[m, 'ci_low'])}, {_fmt(own.at[m, 'ci_high'])}]"
                      for m in metrics])
     out += ["## Means per method", "",
             f"Mean over images, {cfg.confidence:.0%} bootstrap CI in brackets "
             f"({cfg.bootstrap_samples} resamples).", "", _table(header, rows), ""]
     columns = list(MIFO_COLUMNS) + ["CS of means"]
-    rows = [[_name(m)] + [_fmt(v) for v in data.mifo.loc[m, columns]] for m in data.mifo.index]
+    rows = [[_name(data.kinds, m)] + [_fmt(v) for v in data.mifo.loc[m, columns]] for m in data.mifo.index]
     out += ["## MIFO metrics", "", _table(["method"] + columns, rows), ""]
     out += ["## Significance", ""]
     rows = [[METRICS[k.metric].label, str(len(k.methods)), _fmt(k.statistic, 2), _p(k.pvalue)]
@@ -89,7 +89,7 @@ def render_markdown(data: ReportData) -> str:
         rows = []
         for method in dict.fromkeys(c.table["method"]):
             own = c.table[c.table["method"] == method].set_index("metric")
-            rows.append([_name(method)] + [
+            rows.append([_name(data.kinds, method)] + [
                 f"{_fmt(own.at[m, 'this'])} / {_fmt(own.at[m, 'other'])} / {_signed(own.at[m, 'delta'])}"
                 for m in COMPARE_METRICS])
         out += ["## Comparison with another run", "", f"Other: `{c.label}`; Δ = this − other.", "",

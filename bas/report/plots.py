@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from bas.io import atomic_write_bytes  # noqa: E402
 from bas.report.published import PublishedTable  # noqa: E402
-from bas.report.results import is_ablation, is_reference, method_order  # noqa: E402
+from bas.report.results import MethodKinds  # noqa: E402
 from bas.schema import METRICS  # noqa: E402
 
 # Same bytes for the same inputs (DVC sees an unchanged output as unchanged).
@@ -40,20 +40,20 @@ class Plot:
     png: bytes
 
 
-def method_colors(methods: Sequence[str]) -> dict[str, str]:
+def method_colors(kinds: MethodKinds, methods: Sequence[str]) -> dict[str, str]:
     """A colour per method: competitors take the tab10 cycle in order; each ablation shares
     the colour of `bas` (its parent) and is told apart by its marker."""
     palette = plt.get_cmap("tab10").colors
-    ordered = method_order(methods)
+    ordered = kinds.order(methods)
     colors = {}
-    main = [m for m in ordered if not is_ablation(m) and not is_reference(m)]
+    main = [m for m in ordered if not kinds.is_ablation(m) and not kinds.is_reference(m)]
     for i, method in enumerate(main):
         colors[method] = matplotlib.colors.to_hex(palette[i % len(palette)])
     parent = colors.get("bas", "#555555")
     for method in ordered:
-        if is_ablation(method):
+        if kinds.is_ablation(method):
             colors[method] = parent
-        elif is_reference(method):   # ground truth black, its floor grey
+        elif kinds.is_reference(method):   # ground truth black, its floor grey
             colors[method] = "#000000" if method == "ground_truth" else "#888888"
     return colors
 
@@ -84,18 +84,19 @@ def pareto_plot(summary: pd.DataFrame, front: Sequence[str], x_metric: str, y_me
     low = summary.pivot(index="method", columns="metric", values="ci_low")
     high = summary.pivot(index="method", columns="metric", values="ci_high")
     ablation_index = 0
-    for method in method_order(means.index):
+    kinds = MethodKinds.of(summary)
+    for method in kinds.order(means.index):
         x, y = means.at[method, x_metric], means.at[method, y_metric]
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
         xerr = [[x - low.at[method, x_metric]], [high.at[method, x_metric] - x]]
         yerr = [[y - low.at[method, y_metric]], [high.at[method, y_metric] - y]]
-        if is_ablation(method):
+        if kinds.is_ablation(method):
             marker = ABLATION_MARKERS[ablation_index % len(ABLATION_MARKERS)]
             ablation_index += 1
             style = dict(marker=marker, markersize=8, markerfacecolor="white", markeredgewidth=1.6,
                          label=f"{method} (ablation)")
-        elif is_reference(method):
+        elif kinds.is_reference(method):
             style = dict(marker="*", markersize=12, label=f"{method} (reference)")
         else:
             style = dict(marker="o", markersize=9, label=method)
@@ -136,14 +137,15 @@ def breakdown_plot(images: pd.DataFrame, by: str, metrics: Sequence[str], colors
                    xlabel: str) -> plt.Figure:
     """Mean per-image score against `by` (e.g. number of concepts), one line per method."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 3.8), squeeze=False)
+    kinds = MethodKinds.of(images)
     for ax, metric in zip(axes[0], metrics):
         table = images.groupby(["method", by])[metric].mean().unstack(by)
-        for method in method_order(table.index):
+        for method in kinds.order(table.index):
             series = table.loc[method].dropna()
             ax.plot(series.index, series.to_numpy(), color=colors[method],
-                    marker="o" if not is_ablation(method) else "D",
-                    markerfacecolor="white" if is_ablation(method) else colors[method],
-                    linestyle="--" if is_ablation(method) else "-", label=method)
+                    marker="o" if not kinds.is_ablation(method) else "D",
+                    markerfacecolor="white" if kinds.is_ablation(method) else colors[method],
+                    linestyle="--" if kinds.is_ablation(method) else "-", label=method)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(axis_label(metric))
         ax.set_xticks(sorted(images[by].unique()))
@@ -162,13 +164,14 @@ def template_plot(images: pd.DataFrame, metrics: Sequence[str], colors: dict[str
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.4 * len(metrics), height), squeeze=False,
                              sharey=True)
     rows = np.arange(len(templates))
+    kinds = MethodKinds.of(images)
     for ax, metric in zip(axes[0], metrics):
         table = images.groupby(["method", "template_id"])[metric].mean().unstack("template_id")
         table = table.reindex(columns=templates.index)
-        for method in method_order(table.index):
+        for method in kinds.order(table.index):
             ax.scatter(table.loc[method].to_numpy(), rows, color=colors[method], s=28,
-                       marker="D" if is_ablation(method) else "o",
-                       facecolors="white" if is_ablation(method) else colors[method], label=method)
+                       marker="D" if kinds.is_ablation(method) else "o",
+                       facecolors="white" if kinds.is_ablation(method) else colors[method], label=method)
         ax.set_xlabel(axis_label(metric))
         ax.grid(True, axis="x", alpha=0.3)
     axes[0][0].set_yticks(rows)
@@ -183,7 +186,8 @@ def template_plot(images: pd.DataFrame, metrics: Sequence[str], colors: dict[str
 def detection_plot(summary: pd.DataFrame, colors: dict[str, str], confidence: float) -> plt.Figure:
     """Detection rate per method with its bootstrap CI."""
     rows = summary[summary["metric"] == "detected"].set_index("method")
-    methods = method_order(rows.index)
+    kinds = MethodKinds.of(summary)
+    methods = kinds.order(rows.index)
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(methods) + 1.4))
     ys = np.arange(len(methods))
     means = rows.loc[methods, "mean"].to_numpy()
@@ -192,7 +196,7 @@ def detection_plot(summary: pd.DataFrame, colors: dict[str, str], confidence: fl
     ax.barh(ys, means, xerr=err, color=[colors[m] for m in methods], capsize=3,
             hatch=None, edgecolor="#333333", linewidth=0.6)
     for y, method in zip(ys, methods):
-        if is_ablation(method):
+        if kinds.is_ablation(method):
             ax.patches[y].set_hatch("//")
             ax.patches[y].set_facecolor("white")
             ax.patches[y].set_edgecolor(colors[method])

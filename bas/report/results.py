@@ -17,45 +17,60 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
 from bas.errors import DataError
-from bas.kinds import REFERENCES
 from bas.schema import MANIFEST_COLUMNS, METRICS, SCORE_COLUMNS, validate
 
 log = logging.getLogger(__name__)
 
-ABLATION_PREFIX = "bas_no_"  # methods named bas_no_<x> are ablations of `bas`
 IMAGE_KEY = ("method", "scene_id", "path")  # `path` is relative to the run dir
 # Columns constant over the rows of one image, kept on the per-image table.
-IMAGE_COLUMNS = ("template_id", "template", "subset", "subset_size", "seed_index", "seed",
+IMAGE_COLUMNS = ("kind", "template_id", "template", "subset", "subset_size", "seed_index", "seed",
                  "prompt", "prompt_classes", "sampler", "profile")
 
 
-def is_ablation(method: str) -> bool:
-    return method.startswith(ABLATION_PREFIX)
+@dataclass(frozen=True)
+class MethodKinds:
+    """What each method of the results is to the comparison (`bas.kinds`), as its scores record
+    it: `ablation`s are drawn apart and kept off the front, `reference`s (the sandbox's ground
+    truth) are a ceiling and a floor, off the front and out of the tests; every other kind is
+    compared. A method the results do not hold (e.g. one of a published table) is compared."""
 
+    kinds: Mapping[str, str]
 
-def is_reference(method: str) -> bool:
-    """A sandbox ground-truth reference (bas.sandbox.reference): a ceiling or floor, not a method."""
-    return method in REFERENCES
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> "MethodKinds":
+        """The kinds of a table with `method` and `kind` columns (per-image rows or a summary)."""
+        pairs = frame[["method", "kind"]].drop_duplicates()
+        repeated = pairs[pairs["method"].duplicated(keep=False)]
+        if len(repeated):
+            method = repeated["method"].iloc[0]
+            raise DataError(f"method {method!r} is recorded with several kinds "
+                            f"({', '.join(sorted(repeated.loc[repeated['method'] == method, 'kind']))}): "
+                            "score its runs again")
+        return cls(dict(zip(pairs["method"], pairs["kind"])))
 
+    def is_ablation(self, method: str) -> bool:
+        return self.kinds.get(method) == "ablation"
 
-def is_competitor(method: str) -> bool:
-    return not (is_ablation(method) or is_reference(method))
+    def is_reference(self, method: str) -> bool:
+        return self.kinds.get(method) == "reference"
 
+    def is_competitor(self, method: str) -> bool:
+        return not (self.is_ablation(method) or self.is_reference(method))
 
-def kind_of(method: str) -> str:
-    """'' for a compared method, else 'ablation' or 'reference' (its label and row style)."""
-    return "ablation" if is_ablation(method) else "reference" if is_reference(method) else ""
+    def label(self, method: str) -> str:
+        """'' for a compared method, else 'ablation' or 'reference' (its label and row style)."""
+        return self.kinds[method] if not self.is_competitor(method) else ""
 
-
-def method_order(methods) -> list[str]:
-    """Competitors first (alphabetically), then the ablations of `bas`, then the references."""
-    unique = sorted(set(methods))
-    return ([m for m in unique if is_competitor(m)] + [m for m in unique if is_ablation(m)]
-            + [m for m in unique if is_reference(m)])
+    def order(self, methods) -> list[str]:
+        """Competitors first (alphabetically), then the ablations, then the references."""
+        unique = sorted(set(methods))
+        return ([m for m in unique if self.is_competitor(m)] + [m for m in unique if self.is_ablation(m)]
+                + [m for m in unique if self.is_reference(m)])
 
 
 @dataclass
@@ -70,8 +85,12 @@ class Results:
     incomplete: list[str] = field(default_factory=list)  # "method/scene" dirs without scores.parquet
 
     @property
+    def kinds(self) -> MethodKinds:
+        return MethodKinds.of(self.images)
+
+    @property
     def methods(self) -> list[str]:
-        return method_order(self.images["method"])
+        return self.kinds.order(self.images["method"])
 
     @property
     def profiles(self) -> list[str]:

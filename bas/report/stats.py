@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from bas.report.results import is_ablation, method_order
+from bas.report.results import MethodKinds
 from bas.schema import METRICS
 
 
@@ -43,13 +43,15 @@ def method_summary(images: pd.DataFrame, metrics: Iterable[str], samples: int,
                    confidence: float, seed: int) -> pd.DataFrame:
     """One row per (method, metric): mean over images, bootstrap CI, n images, std."""
     records = []
-    for method in method_order(images["method"]):
+    kinds = MethodKinds.of(images)
+    for method in kinds.order(images["method"]):
         own = images[images["method"] == method]
         for metric in metrics:
             values = own[metric].dropna().to_numpy(dtype=np.float64)
             low, high = bootstrap_ci(values, samples, confidence, _rng(seed, method, metric))
             records.append({
-                "method": method, "metric": metric, "ablation": is_ablation(method),
+                "method": method, "kind": kinds.kinds[method], "metric": metric,
+                "ablation": kinds.is_ablation(method),
                 "mean": float(values.mean()) if values.size else float("nan"),
                 "ci_low": low, "ci_high": high,
                 "std": float(values.std(ddof=1)) if values.size > 1 else float("nan"),
@@ -132,7 +134,7 @@ def breakdown(images: pd.DataFrame, by: str, metric: str) -> pd.DataFrame:
     """Mean of `metric` per (value of `by`) x method: rows = `by`, columns = methods."""
     table = images.pivot_table(index=by, columns="method", values=metric, aggfunc="mean",
                                dropna=False, observed=True)
-    return table.reindex(columns=[m for m in method_order(images["method"]) if m in table.columns])
+    return table.reindex(columns=[m for m in MethodKinds.of(images).order(images["method"]) if m in table.columns])
 
 
 def counts(images: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -160,7 +162,7 @@ def relative_change(ours: float, baseline: float) -> Optional[float]:
 
 def _groups(images: pd.DataFrame, metric: str, min_size: int) -> dict[str, np.ndarray]:
     groups = {}
-    for method in method_order(images["method"]):
+    for method in MethodKinds.of(images).order(images["method"]):
         values = images.loc[images["method"] == method, metric].dropna().to_numpy(dtype=np.float64)
         if values.size >= min_size:
             groups[method] = values

@@ -45,6 +45,7 @@ from bas.config import Config, GenerationConfig, ScoringConfig
 from bas.errors import DataError
 from bas.generation.grid import class_phrase, parse_image_key, parse_subset, subset_label
 from bas.io import atomic_write_parquet
+from bas.kinds import EXTERNAL as EXTERNAL_KIND
 from bas.scenes import Scene, load_scene
 from bas.scenes.masking import masked_concept
 from bas.scoring.clip_scores import ClipEmbedder
@@ -173,8 +174,9 @@ class SceneCache:
 
 
 def score_manifest(manifest: pd.DataFrame, image_root: Path, scenes: Callable[[str], Scene], scorer: Scorer,
-                   *, progress: bool = True) -> pd.DataFrame:
-    """Scores of every image in `manifest` (paths relative to `image_root`)."""
+                   *, kind: str, progress: bool = True) -> pd.DataFrame:
+    """Scores of every image in `manifest` (paths relative to `image_root`); `kind` is the
+    method's (`bas.kinds`), written on every row for the report."""
     from tqdm.auto import tqdm
 
     manifest = validate(manifest.copy(), MANIFEST_COLUMNS, "manifest")
@@ -195,7 +197,7 @@ def score_manifest(manifest: pd.DataFrame, image_root: Path, scenes: Callable[[s
     scored: list[dict] = []
     with tqdm(total=len(rows), desc="score", unit="img", disable=not progress) as bar:
         for batch, result in batched(run, rows, scorer.cfg.batch_size, what="score"):
-            scored.extend(result)
+            scored.extend({**row, "kind": kind} for row in result)
             bar.update(len(batch))
     return frame(scored, SCORE_COLUMNS)
 
@@ -231,16 +233,16 @@ def make_scorer(cfg: Config, scorers=None, segmenter=None) -> Scorer:
     return Scorer(scorers, cfg.scoring, device, segmenter)
 
 
-def score_run(cfg: Config, run: str | Path, scenes_dir: Optional[str | Path] = None, *,
+def score_run(cfg: Config, run: str | Path, scenes_dir: Optional[str | Path] = None, *, kind: str,
               scorer: Optional[Scorer] = None, progress: bool = True) -> pd.DataFrame:
-    """Score a run directory's images into its `scores.parquet`."""
+    """Score a run directory's images into its `scores.parquet`; `kind` is its method's."""
     run = Path(run)
     manifest_file = paths.manifest_path(run)
     if not manifest_file.exists():
         raise DataError(f"no finished generation in {run}: {manifest_file.name} is missing (run `bas generate`)")
     scorer = scorer or make_scorer(cfg)
     scores = score_manifest(pd.read_parquet(manifest_file), run, SceneCache(scenes_dir or paths.scenes_dir(cfg)),
-                            scorer, progress=progress)
+                            scorer, kind=kind, progress=progress)
     atomic_write_parquet(paths.scores_path(run), scores)
     _log_summary(scores, paths.scores_path(run))
     return scores
@@ -256,7 +258,7 @@ def score_folder(cfg: Config, images_dir: str | Path, scenes_dir: str | Path, ou
     scenes = SceneCache(Path(scenes_dir))
     table = folder_manifest(images_dir, scenes, cfg.generation, method=method, manifest=manifest)
     scorer = scorer or make_scorer(cfg)
-    scores = score_manifest(table, images_dir, scenes, scorer, progress=progress)
+    scores = score_manifest(table, images_dir, scenes, scorer, kind=EXTERNAL_KIND, progress=progress)
     out = Path(out) if out else paths.scores_path(images_dir)
     atomic_write_parquet(out, scores)
     _log_summary(scores, out)

@@ -11,15 +11,6 @@ from bas.config import Config, MethodRecipe
 from bas.errors import BasError
 from bas.kinds import REFERENCES
 
-# The methods BaS compares against that this project ships (PROTOCOL.md sec. 2).
-SHIPPED = (
-    "bas", "bas_no_phase1", "bas_no_masked_loss", "bas_no_attn_loss", "bas_no_union_sampling",
-    "ti_m", "db_m", "cd_m",
-)
-
-# BaS's successors (PROTOCOL.md sec. 3, docs/SUCCESSORS.md), each a recipe on the same engine.
-SUCCESSORS = ("mifo", "tl_hard", "tl_soft", "sne")
-
 UNAVAILABLE = {
     "elite": (
         "ELITE (Wei et al. 2023) maps an image to word embeddings with encoders trained on "

@@ -28,6 +28,7 @@ def test_generate_then_score_a_run(coco_scene_writer, tiny_models_cfg, tmp_path,
     assert len(scores) == 10 * (1 + 1 + 2)                                      # one row per (image, concept)
     assert set(scores["path"]) == set(manifest["path"])
     assert scores["prompt_similarity"].notna().all()
+    assert set(scores["kind"]) == {"method"}                                    # bas's recipe: kind method
 
     # Missing scene or training: one clear error line, exit status 2.
     assert main(common + ["generate", "--method", "bas", "--scene", "nope"]) == 2

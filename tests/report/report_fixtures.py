@@ -61,6 +61,13 @@ def write_scene(scenes_dir: Path, scene_id: str, classes: list[str], size: int =
         "content_hash": "0" * 64, "concepts": concepts}))
 
 
+def fixture_kind(method: str) -> str:
+    """The kind a method of these fixtures records (as its recipe would declare it)."""
+    if method in ("ground_truth", "other_identity"):
+        return "reference"
+    return "ablation" if method.startswith("bas_no_") else "method"
+
+
 def write_results(root: Path, centres: dict[str, tuple[float, float]] = CENTRES,
                   profile: str = "tiny", attention_for: tuple[str, ...] = ("bas",),
                   undetected: set[tuple[str, int]] = UNDETECTED) -> Path:
@@ -102,7 +109,7 @@ def write_results(root: Path, centres: dict[str, tuple[float, float]] = CENTRES,
                                 "seed_index": seed_index, "seed": 1000 * t + 10 * len(subset) + seed_index,
                                 "prompt": template.replace("{tokens}", tokens),
                                 "prompt_classes": template.replace("{tokens}", classes_text),
-                                "sampler": "ddim", "path": path, "profile": profile,
+                                "sampler": "ddim", "path": path, "kind": fixture_kind(method), "profile": profile,
                                 "concept_index": concept, "class_name": classes[concept],
                                 "prompt_similarity": prompt_sim, "clip_i": 0.6 + shift,
                                 "detected": detected, "detected_area": 0.2 if detected else 0.0,

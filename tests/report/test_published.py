@@ -7,7 +7,8 @@ import pytest
 
 from bas import config
 from bas.report import build, published
-from bas.training.methods import SHIPPED, SUCCESSORS, UNAVAILABLE
+from bas.training.methods import UNAVAILABLE
+from tests.shipped_methods import SHIPPED, SUCCESSORS
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 

@@ -13,14 +13,14 @@ from report_fixtures import CENTRES
 
 
 def images_table(groups: dict[str, list[float]], metric: str = "prompt_similarity") -> pd.DataFrame:
-    rows = [{"method": m, "path": f"{m}-{i}.png", metric: v} for m, vs in groups.items() for i, v in enumerate(vs)]
+    rows = [{"method": m, "kind": "method", "path": f"{m}-{i}.png", metric: v} for m, vs in groups.items() for i, v in enumerate(vs)]
     return pd.DataFrame(rows)
 
 
 def score_row(path: str, concept: int, identity: float, detected: bool, prompt: float) -> dict:
     return {"method": "bas", "scene_id": "s", "template_id": 0, "template": "t", "subset": "0+1",
             "subset_size": 2, "seed_index": 0, "seed": 1, "prompt": "p", "prompt_classes": "p",
-            "sampler": "ddim", "path": path, "profile": "tiny", "concept_index": concept,
+            "sampler": "ddim", "path": path, "kind": "method", "profile": "tiny", "concept_index": concept,
             "class_name": "dog", "prompt_similarity": prompt, "clip_i": 0.5, "detected": detected,
             "detected_area": 0.1, "identity_similarity": identity, "identity_similarity_fallback": 0.4,
             "nsim_d": 0.2, "cs": 0.1}

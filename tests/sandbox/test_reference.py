@@ -125,7 +125,9 @@ def test_references_run_through_the_pipeline_and_the_report_keeps_them_off_the_f
     import dataclasses
 
     from bas.errors import ConfigError
-    from bas.report.results import kind_of, method_order
+    import pandas as pd
+
+    from bas.report.results import MethodKinds
 
     cfg, scenes = staged
     cfg = dataclasses.replace(cfg, orchestration=dataclasses.replace(
@@ -144,9 +146,13 @@ def test_references_run_through_the_pipeline_and_the_report_keeps_them_off_the_f
     summary = (pipeline.paths.storage_root(cfg) / cfg.paths.reports / "summary.md").read_text()
     assert "*ground_truth* (reference)" in summary and "*other_identity* (reference)" in summary
     assert "ablations and references excluded): **none**" in summary
-    assert method_order(["ground_truth", "bas_no_attn_loss", "ti_m", "bas"]) == \
+    scored = pd.read_parquet(pipeline.paths.scene_scores_path(cfg, "other_identity", scene_id))
+    assert set(scored["kind"]) == {"reference"}                        # the scores say what the run is
+    kinds = MethodKinds({"ground_truth": "reference", "bas_no_attn_loss": "ablation", "ti_m": "baseline",
+                         "bas": "method"})
+    assert kinds.order(["ground_truth", "bas_no_attn_loss", "ti_m", "bas"]) == \
         ["bas", "ti_m", "bas_no_attn_loss", "ground_truth"]
-    assert [kind_of(m) for m in ("bas", "bas_no_attn_loss", "other_identity")] == ["", "ablation", "reference"]
+    assert [kinds.label(m) for m in ("bas", "bas_no_attn_loss", "ground_truth")] == ["", "ablation", "reference"]
 
     tiny = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, profile="tiny"))
     with pytest.raises(ConfigError, match="needs models.profile: sandbox"):

@@ -61,6 +61,7 @@ def test_masked_input_as_generated_image_scores_identity_one(cfg, tiny_scorers, 
     assert couch.class_name == "couch" and couch.subset == "0+1" and couch.template_id == 2
     assert couch.prompt_classes == "a photo of a cat and a couch in the snow"
     assert couch.method == "other-method" and couch.sampler == "external" and couch.profile == "tiny"
+    assert couch.kind == "external"
 
     # Schema: the file has exactly the documented columns and types.
     stored = pd.read_parquet(out)

@@ -8,7 +8,8 @@ import yaml
 from bas import config
 from bas.config import BAS_ATTENTION_LAYERS, to_dict
 from bas.errors import BasError, ConfigError
-from bas.training.methods import SHIPPED, SUCCESSORS, MethodNotAvailable, get_recipe
+from bas.training.methods import MethodNotAvailable, get_recipe
+from tests.shipped_methods import SHIPPED, SUCCESSORS
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -20,6 +21,10 @@ def cfg():
 
 def test_every_shipped_method_is_in_params(cfg):
     assert list(cfg.methods) == list(SHIPPED) + list(SUCCESSORS)
+    kinds = {m: r.kind for m, r in cfg.methods.items()}   # what the report reads from the scores
+    assert [m for m, k in kinds.items() if k == "successor"] == list(SUCCESSORS)
+    assert [m for m, k in kinds.items() if k == "ablation"] == [m for m in SHIPPED if m.startswith("bas_no_")]
+    assert [m for m, k in kinds.items() if k == "baseline"] == ["ti_m", "db_m", "cd_m"] and kinds["bas"] == "method"
 
 
 def test_bas_recipe_has_the_protocol_numbers(cfg):

@@ -17,7 +17,8 @@ from bas.scenes import load_scene
 from bas.schema import MANIFEST_COLUMNS, SCORE_COLUMNS, validate
 from bas.scoring.score import make_scorer, score_run
 from bas.tokens import TOKENS_FILE, load_tokens
-from bas.training import SUCCESSORS, get_recipe, train_scene
+from bas.training import get_recipe, train_scene
+from tests.shipped_methods import SUCCESSORS
 from bas.training.engine import LOG_FILE
 from bas.training.prior import class_images_dir
 from tests.training.conftest import REPO, tiny_config
@@ -232,7 +233,7 @@ def _check_grid_and_scores(run_dir, cfg, scenes_dir, scorer, sampler):
     manifest = validate(pd.read_parquet(paths.manifest_path(run_dir)), MANIFEST_COLUMNS, "manifest")
     assert len(manifest) == 3 and set(manifest["subset"]) == {"0", "1", "0+1"}
     assert set(manifest["sampler"]) == {sampler}
-    scores = score_run(cfg, run_dir, scenes_dir, scorer=scorer, progress=False)
+    scores = score_run(cfg, run_dir, scenes_dir, kind="successor", scorer=scorer, progress=False)
     validate(scores, SCORE_COLUMNS, "scores")
     assert len(scores) == 1 + 1 + 2 and scores["prompt_similarity"].notna().all()
     return manifest
