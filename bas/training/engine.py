@@ -49,6 +49,11 @@ from bas.training.terms import TermInputs, compute_term, term_active
 log = logging.getLogger(__name__)
 
 TRAIN_DIR = "train"
+# The state after the last finished phase of an unfinished training (a run stopped in a later
+# phase resumes from there); removed once the training is finished.
+RESUME_DIR = ".train-phases"
+RESUME_STATE = "state.pt"
+RESUME_TENSORS = "state.safetensors"
 TRAIN_JSON = "train.json"
 LOG_FILE = "log.jsonl"
 KV_PATTERN = re.compile(r"\.attn2\.to_(k|v)\.")
@@ -145,7 +150,7 @@ def is_complete(train_dir: Path, key: str, recipe: MethodRecipe, keep_weights: b
 
 def remove_partial_runs(run_dir: Path) -> None:
     """Delete what a killed run left (`atomic_dir`'s hidden temporary folders)."""
-    for stale in Path(run_dir).glob(f".{TRAIN_DIR}.*"):
+    for stale in [*Path(run_dir).glob(f".{TRAIN_DIR}.*"), *Path(run_dir).glob(f".{RESUME_DIR}.*")]:
         log.info("removing the unfinished run %s", stale)
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -172,14 +177,17 @@ def train_scene(cfg: Config, method: str, scene: SceneLike, run_dir: Optional[Pa
         log.info("%s / %s: already trained (%s)", method, scene.scene_id, train_dir)
         return TrainResult(train_dir, True, read_train_json(train_dir) or {})
     remove_partial_runs(run_dir)
+    resume_dir = run_dir / RESUME_DIR
     trainer = Trainer(cfg, method, recipe, scene, parts=parts, device=device)
     try:
         with atomic_dir(train_dir) as out:
             trainer.setup()
-            trainer.train(out)
+            trainer.resume(resume_dir, key, out)
+            trainer.train(out, resume_dir=resume_dir, key=key)
             summary = trainer.save(out, key)
     finally:
         trainer.cleanup()
+    shutil.rmtree(resume_dir, ignore_errors=True)
     return TrainResult(train_dir, False, summary)
 
 
@@ -408,11 +416,15 @@ class Trainer:
             raise BasError(f"method {self.method}: no phase {name!r} (phases: {', '.join(self.recipe.phases)})")
         return self.start_phase(name, self.recipe.phases[name])
 
-    def train(self, out: Path) -> None:
-        total = sum(phase.steps for _, phase in self.active_phases())
+    def train(self, out: Path, resume_dir: Optional[Path] = None, key: Optional[str] = None) -> None:
+        """Run the phases not yet done; with `resume_dir`, keep the state after each phase that
+        another follows there (`resume` restarts from it)."""
+        done = {summary["name"] for summary in self.phase_summaries}
+        todo = [(name, phase) for name, phase in self.active_phases() if name not in done]
+        total = sum(phase.steps for _, phase in todo)
         progress = _progress(total, f"{self.method} {self.scene.scene_id}", self.cfg.training.progress_bar)
         with progress as bar:
-            for name, recipe in self.active_phases():
+            for i, (name, recipe) in enumerate(todo):
                 started = time.time()
                 state = self.start_phase(name, recipe)
                 for _ in range(recipe.steps):
@@ -420,6 +432,74 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in record["terms"].items()}, refresh=False)
                 self.end_phase(state, out, time.time() - started)
+                if resume_dir is not None and i + 1 < len(todo):
+                    self.keep_phase_state(resume_dir, key, out)
+
+    def keep_phase_state(self, resume_dir: Path, key: str, out: Path) -> None:
+        """Write what resuming after the phase just finished needs: the token rows, the weights
+        trained so far, every random state, the log, and the phase outputs already in `out`."""
+        from safetensors.torch import save_file
+
+        with atomic_dir(resume_dir) as tmp:
+            for produced in out.iterdir():
+                shutil.copy2(produced, tmp / produced.name)
+            save_file(self._trained_tensors(), tmp / RESUME_TENSORS)
+            torch.save({"run_key": key, "history": self.history, "phase_summaries": self.phase_summaries,
+                        "trained_names": {k: sorted(v) for k, v in self.trained_names.items()},
+                        "rng": self.rng.getstate(), "generator": self.generator.get_state(),
+                        "prior": {prompt: (list(source.order), source.rng.getstate())
+                                  for prompt, source in self.prior.items()},
+                        "prior_class_rng": self.prior_class_rng.getstate() if self.prior else None,
+                        "scaler": self.scaler.state_dict()}, tmp / RESUME_STATE)
+
+    def _trained_tensors(self) -> dict[str, torch.Tensor]:
+        p = self.parts
+        rows = p.text_encoder.get_input_embeddings().weight[self.token_ids]                 # (k, D)
+        tensors = {"tokens": rows.detach().cpu().contiguous()}
+        for module_name, names in self.trained_names.items():
+            params = dict(getattr(p, module_name).named_parameters())
+            for name in sorted(names):
+                tensors[f"{module_name}.{name}"] = params[name].detach().cpu().contiguous()
+        return tensors
+
+    def resume(self, resume_dir: Path, key: str, out: Path) -> None:
+        """Continue after the last phase a stopped training finished (after `setup()`); state
+        kept for another run key is discarded."""
+        from safetensors.torch import load_file
+
+        state_file = resume_dir / RESUME_STATE
+        if not state_file.exists():
+            return
+        state = torch.load(state_file, weights_only=False)
+        if state.get("run_key") != key:
+            log.info("%s: kept for other inputs, discarded", resume_dir)
+            shutil.rmtree(resume_dir, ignore_errors=True)
+            return
+        p = self.parts
+        tensors = load_file(resume_dir / RESUME_TENSORS)
+        with torch.no_grad():
+            embeddings = p.text_encoder.get_input_embeddings().weight
+            embeddings[self.token_ids] = tensors.pop("tokens").to(embeddings.device, embeddings.dtype)
+            for qualified, value in tensors.items():
+                module_name, _, name = qualified.partition(".")
+                param = dict(getattr(p, module_name).named_parameters())[name]
+                param.copy_(value.to(param.device, param.dtype))
+        self.history = state["history"]
+        self.phase_summaries = state["phase_summaries"]
+        self.trained_names = {k: set(v) for k, v in state["trained_names"].items()}
+        self.rng.setstate(state["rng"])
+        self.generator.set_state(state["generator"])
+        for prompt, (order, rng_state) in state["prior"].items():
+            self.prior[prompt].order = list(order)
+            self.prior[prompt].rng.setstate(rng_state)
+        if state["prior_class_rng"] is not None:
+            self.prior_class_rng.setstate(state["prior_class_rng"])
+        self.scaler.load_state_dict(state["scaler"])
+        for kept in resume_dir.iterdir():
+            if kept.name not in (RESUME_STATE, RESUME_TENSORS):
+                shutil.copy2(kept, out / kept.name)
+        log.info("%s / %s: resuming after phase %s", self.method, self.scene.scene_id,
+                 self.phase_summaries[-1]["name"])
 
     def end_phase(self, state: PhaseState, out: Path, wall_s: float) -> dict:
         for module, module_names in state.trained_names.items():

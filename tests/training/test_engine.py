@@ -176,6 +176,51 @@ def test_finished_runs_are_skipped_and_killed_runs_restart(make_cfg, coco_scene,
     assert not redo.skipped and redo.summary["steps"] == 3
 
 
+def test_a_training_stopped_in_phase_2_resumes_after_phase_1(make_cfg, coco_scene, tiny_models_cfg, tmp_path,
+                                                              monkeypatch):
+    """Stopped (SIGTERM, preemption) in its second phase, a training starts again after its
+    first: phase 1 is not redone, and tokens, weights and log are those of an unstopped run."""
+    cfg = make_cfg((3, 2), **{"training.keep_weights": True})
+    whole = train_scene(cfg, "bas", coco_scene, run_dir=tmp_path / "whole", parts=load_diffusion(tiny_models_cfg))
+
+    run_dir = tmp_path / "stopped"
+    original = Trainer.step
+    calls = {"n": 0}
+
+    def counted_step(self, stop_at=None):
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "step", lambda self: counted_step(self, stop_at=5))   # phase 2's second step
+    with pytest.raises(KeyboardInterrupt):
+        train_scene(cfg, "bas", coco_scene, run_dir=run_dir, parts=load_diffusion(tiny_models_cfg))
+    assert not (run_dir / "train").exists() and (run_dir / ".train-phases" / "state.pt").exists()
+
+    calls["n"] = 0
+    monkeypatch.setattr(Trainer, "step", lambda self: counted_step(self))
+    resumed = train_scene(cfg, "bas", coco_scene, run_dir=run_dir, parts=load_diffusion(tiny_models_cfg))
+    assert calls["n"] == 2                                            # phase 2 only
+    assert sorted(p.name for p in run_dir.iterdir()) == ["train"]    # the kept state is gone
+    for name in (TOKENS_FILE, phase_token_file("phase1"), WEIGHTS_FILE):
+        a, b = load_file(whole.train_dir / name), load_file(resumed.train_dir / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert (whole.train_dir / LOG_FILE).read_text() == (resumed.train_dir / LOG_FILE).read_text()
+    assert [p["name"] for p in resumed.summary["phases"]] == ["phase1", "phase2"]
+
+    # State kept for other inputs is never resumed from.
+    calls["n"] = 0
+    monkeypatch.setattr(Trainer, "step", lambda self: counted_step(self, stop_at=5))
+    with pytest.raises(KeyboardInterrupt):
+        train_scene(cfg, "bas", coco_scene, run_dir=tmp_path / "other", parts=load_diffusion(tiny_models_cfg))
+    changed = make_cfg((3, 2), **{"training.keep_weights": True, "methods.bas.phases.phase2.lr": 1e-5})
+    calls["n"] = 0
+    monkeypatch.setattr(Trainer, "step", lambda self: counted_step(self))
+    train_scene(changed, "bas", coco_scene, run_dir=tmp_path / "other", parts=load_diffusion(tiny_models_cfg))
+    assert calls["n"] == 5
+
+
 def test_gradient_checkpointing_changes_nothing(make_cfg, coco_scene, tiny_models_cfg, tmp_path):
     tokens = []
     for on in (False, True):
