@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 from PIL import Image
 
-from bas import paths
+from bas import lease, paths
 from bas.config import Config, ModelsConfig, to_dict
 from bas.errors import DataError
 from bas.io import atomic_dir, sha256_bytes
@@ -109,6 +109,17 @@ def ensure_class_images(cfg: Config, parts, dtype=None, prompt: Optional[str] = 
     directory = class_images_dir(cfg, None if prompt == prior.prompt else prompt, num_images)
     if (directory / MARKER).exists():
         return _load(directory, count)
+    # One run makes a set; another run that needs it at the same time waits and reads it.
+    with lease.hold(cfg, "class_images", "prior", directory.name):
+        if (directory / MARKER).exists():
+            return _load(directory, count)
+        _generate(cfg, parts, dtype, prompt, num_images, count, directory)
+    return _load(directory, count)
+
+
+def _generate(cfg: Config, parts, dtype, prompt: str, num_images: Optional[int], count: int,
+              directory: Path) -> None:
+    prior = cfg.training.prior_images
     try:
         from bas.generation.sampler import generate
     except ImportError as err:  # the sampler lands with the generation package
@@ -124,4 +135,3 @@ def ensure_class_images(cfg: Config, parts, dtype=None, prompt: Optional[str] = 
         (tmp / MARKER).write_text(json.dumps({
             "model": model_identity(cfg.models), "prompt": prompt, "seeds": seeds,
             "settings": _prior_settings(cfg, prompt, num_images)}, indent=2) + "\n")
-    return _load(directory, count)

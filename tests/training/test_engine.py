@@ -255,6 +255,34 @@ def test_class_images_are_made_once_and_reused(make_cfg, tiny_parts, monkeypatch
     assert class_images_dir(other) != class_images_dir(cfg)
 
 
+def test_two_runs_needing_the_same_class_images_make_them_once(make_cfg, tiny_parts, monkeypatch):
+    """Two runs (here threads) that need a class-image set nobody has made yet: one makes it
+    under its lease, the other waits and reads the same images."""
+    import threading
+    import time
+
+    import bas.generation.sampler as sampler
+
+    cfg = make_cfg(**{"training.prior_images.prompt": "a photo of a racing class set"})
+    real, calls = sampler.generate, []
+
+    def slow_generate(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        time.sleep(1.0)                       # long enough for the other run to arrive meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampler, "generate", slow_generate)
+    results = {}
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, ensure_class_images(cfg, tiny_parts)),
+                                name=f"run-{n}") for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert [im.tobytes() for im in results[0]] == [im.tobytes() for im in results[1]]
+
+
 def test_mixed_precision_keeps_fp32_master_weights(make_cfg, coco_scene, tiny_models_cfg):
     """The GPU path (autocast, fp32 weights), run with CPU bf16 autocast as its stand-in."""
     cfg = make_cfg((1, 1))
