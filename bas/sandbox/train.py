@@ -22,6 +22,7 @@ import torch
 
 from bas.config import Config, to_dict
 from bas.errors import ConfigError
+from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox.devices import device_record
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def weights_dir(cfg: Config) -> Path:
 
 
 def read_record(directory: Path) -> dict:
-    path = directory / "training_record.json"
+    path = directory / TRAINING_RECORD_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -122,7 +123,7 @@ def write_validity(cfg: Config, figures: dict) -> dict:
     """Add the base model's validity figures to its training record (atomically)."""
     from bas.io import atomic_write_json
 
-    path = weights_dir(cfg) / "diffusion" / "training_record.json"
+    path = weights_dir(cfg) / "diffusion" / TRAINING_RECORD_FILE
     record = json.loads(path.read_text())
     record.setdefault("validity", {}).update(figures)
     atomic_write_json(path, record)

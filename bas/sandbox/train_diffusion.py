@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bas.config import SandboxConfig, SandboxStage
 from bas.io import atomic_dir, atomic_path
+from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import architecture, world
 
 log = logging.getLogger(__name__)
@@ -312,4 +313,4 @@ def save_diffusion(root: Path, vae, unet, text_encoder, record: dict) -> None:
         write_clip_tokenizer(tmp / "tokenizer")
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n")
-        (tmp / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
