@@ -169,10 +169,10 @@ class MifoBoxConfig:
 
 
 # The samplers `generation.sampler` may name: name -> `module:function`, imported on first use
-# (`bas.generation.samplers.get_sampler`) so that reading params does not import torch.
+# (`bas.generation.sampler_registry.get_sampler`) so that reading params does not import torch.
 # A sampler is called as
 #     sampler(parts, items, scene, gen, *, dtype, batch_invariant) -> list[PIL.Image]
-# (see bas/generation/samplers.py).
+# (see bas/generation/sampler_registry.py).
 SAMPLERS: dict[str, str] = {
     # PROTOCOL.md sec. 4: DDIM 50 steps, CFG 7.5, the BaS sampler every method uses.
     "ddim": "bas.generation.sampler:sample_ddim",

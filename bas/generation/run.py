@@ -28,7 +28,7 @@ from bas.batching import batched
 from bas.config import Config
 from bas.errors import DataError
 from bas.generation.grid import GridItem, build_grid, concept_subsets
-from bas.generation.samplers import SAMPLER_SETTINGS, get_sampler
+from bas.generation.sampler_registry import SAMPLER_SETTINGS, get_sampler
 from bas.io import atomic_save_image, atomic_write_json, atomic_write_parquet
 from bas.paths import TOKENS_FILE, TRAIN_JSON
 from bas.schema import MANIFEST_COLUMNS, frame

@@ -84,7 +84,7 @@ def train_diffusion_model(cfg: Config, work_dir: Path, device: torch.device | st
     from transformers import CLIPTokenizer
 
     from bas.models.tokenizer import write_clip_tokenizer
-    from bas.sandbox import architecture
+    from bas.sandbox import base_model
     from bas.sandbox import train_diffusion as td
 
     sb = cfg.sandbox
@@ -106,8 +106,8 @@ def train_diffusion_model(cfg: Config, work_dir: Path, device: torch.device | st
                                     "ema_decay": sb.ema_decay,
                                     "caption_dropout": sb.caption_dropout, "attribute_dropout": sb.attribute_dropout,
                                     "min_snr_gamma": sb.min_snr_gamma},
-        "architecture": {"unet": _jsonable(architecture.UNET_CONFIG), "vae": _jsonable(architecture.VAE_CONFIG),
-                         "text_encoder": architecture.TEXT_CONFIG},
+        "architecture": {"unet": _jsonable(base_model.UNET_CONFIG), "vae": _jsonable(base_model.VAE_CONFIG),
+                         "text_encoder": base_model.TEXT_CONFIG},
         "device": device_record(device, workers), "wall_time_s": round(time.time() - started, 1), "base_resumed_at_step": resumed_at,
         "validity": {"vae_psnr_db": round(vae_metrics["psnr_db"], 2)},
     }
