@@ -28,6 +28,7 @@ from typing import Any, Optional
 from bas import paths
 from bas.config import Config, to_dict
 from bas.errors import DataError
+from bas.paths import DONE_FILE, SCENE_JSON, TOKENS_FILE
 from bas.training.methods import get_recipe, method_kind
 
 # The model registry, the engine, the grid and the tokens file import torch; they are imported
@@ -48,7 +49,6 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                   "schema.py", "done.py", "pipeline.py"),
     "report": ("report", "ratings", "schema.py", "kinds.py"),
 }
-DONE_FILE = "done.json"  # in a run directory: train + grid finished for this fingerprint
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def read_json(path: Path) -> Optional[dict]:
 
 def scene_content_hash(cfg: Config, scene_id: str) -> str:
     """The staged scene's content hash, from its scene.json (no image is read)."""
-    scene_json = paths.scenes_dir(cfg) / scene_id / "scene.json"
+    scene_json = paths.scene_dir(cfg, scene_id) / SCENE_JSON
     info = read_json(scene_json)
     if info is None or "content_hash" not in info:
         raise DataError(f"scene {scene_id!r}: {scene_json} is missing or unreadable (stage the scenes first)")
@@ -182,7 +182,7 @@ def _changed_inputs(recorded: Optional[dict], current) -> list[str]:
 def grid_complete(cfg: Config, method: str, scene, run: Path) -> bool:
     """Whether the grid of a finished training has every image, made with its saved tokens."""
     from bas.generation.run import plan_grid, tokens_fingerprint   # torch: see the note at the top
-    from bas.tokens import TOKENS_FILE, load_tokens
+    from bas.tokens import load_tokens
 
     learned, _ = load_tokens(paths.train_dir(run) / TOKENS_FILE)
     plan = plan_grid(cfg, method, scene.scene_id, list(learned), scene.class_names, cfg.models.profile,

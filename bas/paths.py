@@ -11,6 +11,29 @@ from pathlib import Path
 
 from bas.config import Config
 
+# File names, spelled once: every module of bas names these files through these constants.
+# Inside a scene directory (`scene_dir`) and the scenes directory:
+SCENE_JSON = "scene.json"                 # the scene's metadata, written last
+SCENE_IMAGE_FILE = "image.png"
+SCENE_INDEX_FILE = "index.parquet"        # in the scenes directory: one row per concept
+# Inside a run directory (`run_dir`):
+TRAIN_DIR = "train"                       # the training's outputs
+# While a training is unfinished: the state after its last finished phase (it resumes from there).
+RESUME_DIR = ".train-phases"
+RESUME_STATE = "state.pt"                 # in .train-phases/: random states, log, phase summaries
+RESUME_TENSORS = "state.safetensors"      # in .train-phases/: token rows and weights trained so far
+TRAIN_JSON = "train.json"                 # in train/: the training summary, its marker (written last)
+LOG_FILE = "log.jsonl"                    # in train/: one line per step
+TOKENS_FILE = "tokens.safetensors"        # in train/: the learned token embeddings
+TRAINED_WEIGHTS_FILE = "weights/trained.safetensors"   # in train/: other trained parameters, when kept
+IMAGES_DIR = "images"
+MANIFEST_FILE = "manifest.parquet"        # one row per generated image, written last
+GENERATION_JSON = "generation.json"       # the settings the images were made with
+SCORES_FILE = "scores.parquet"            # a run's scores when scored in place (`bas score --run`)
+DONE_FILE = "done.json"                   # train + grid finished for this fingerprint
+# Beside each trained sandbox model's weights (bas/sandbox):
+TRAINING_RECORD_FILE = "training_record.json"
+
 
 def storage_root(cfg: Config) -> Path:
     return Path(cfg.paths.storage_root)
@@ -21,7 +44,7 @@ def scenes_dir(cfg: Config) -> Path:
 
 
 def scene_index(cfg: Config) -> Path:
-    return scenes_dir(cfg) / "index.parquet"
+    return scenes_dir(cfg) / SCENE_INDEX_FILE
 
 
 def runs_dir(cfg: Config) -> Path:
@@ -96,25 +119,25 @@ def scene_dir(cfg: Config, scene_id: str) -> Path:
 # Inside a run directory (`run_dir(cfg, method, scene_id)`, or any folder the user names).
 
 def train_dir(run: Path) -> Path:
-    return Path(run) / "train"
+    return Path(run) / TRAIN_DIR
 
 
 def images_dir(run: Path) -> Path:
-    return Path(run) / "images"
+    return Path(run) / IMAGES_DIR
 
 
 def manifest_path(run: Path) -> Path:
     """One row per generated image; written last, so it marks the images as complete."""
-    return Path(run) / "manifest.parquet"
+    return Path(run) / MANIFEST_FILE
 
 
 def generation_settings_path(run: Path) -> Path:
     """The settings the images were made with; a rerun with other settings starts afresh."""
-    return Path(run) / "generation.json"
+    return Path(run) / GENERATION_JSON
 
 
 def scores_path(run: Path) -> Path:
-    return Path(run) / "scores.parquet"
+    return Path(run) / SCORES_FILE
 
 
 def prior_images_root(cfg: Config) -> Path:

@@ -37,13 +37,14 @@ from bas import attempts, paths
 from bas.config import Config, to_dict
 # Whether a (method, scene) is done and why not, its fingerprints and each stage's code live in
 # bas.done; the names are re-exported here for the Prefect tasks' cache keys and the benches.
-from bas.done import (DONE_FILE, STAGE_CODE, code_version, done_record, grid_complete,  # noqa: F401
+from bas.done import (STAGE_CODE, code_version, done_record, grid_complete,  # noqa: F401
                       read_json as _read_json, scene_content_hash, score_done, score_fingerprint,
                       score_marker as _score_marker, score_status, train_generate_done,
                       train_generate_fingerprint, train_generate_status, weights_identity)
 from bas.errors import ConfigError, DataError
 from bas.io import atomic_write_json, atomic_write_parquet
 from bas.kinds import REFERENCES
+from bas.paths import DONE_FILE, TRAINED_WEIGHTS_FILE, TRAIN_DIR
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ def _train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[st
     from bas.generation.run import generate_grid, generate_run
     from bas.models import load_diffusion, pick_device
     from bas.scenes import load_scene
-    from bas.tokens import WEIGHTS_FILE
-    from bas.training.engine import TRAIN_DIR, is_complete, run_key, train_scene, trains_weights
+    from bas.training.engine import is_complete, run_key, train_scene, trains_weights
     from bas.training.methods import get_recipe, method_kind
 
     kind = method_kind(cfg, method)   # how the run is produced: trained, or rendered (a reference)
@@ -162,7 +162,7 @@ def _train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[st
             recipe = get_recipe(cfg, method)
             train_dir = run / TRAIN_DIR
             trained = is_complete(train_dir, run_key(cfg, method, recipe, scene), recipe, cfg.training.keep_weights)
-            if (trained and trains_weights(recipe) and not (train_dir / WEIGHTS_FILE).exists()
+            if (trained and trains_weights(recipe) and not (train_dir / TRAINED_WEIGHTS_FILE).exists()
                     and not grid_complete(cfg, method, scene, run)):
                 # The fine-tuned weights were not kept (training.keep_weights), so the model that
                 # made the grid is gone: train again rather than finish the grid with another

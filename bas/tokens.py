@@ -18,9 +18,7 @@ from typing import Sequence
 import torch
 
 from bas.errors import DataError
-
-TOKENS_FILE = "tokens.safetensors"
-WEIGHTS_FILE = "weights/trained.safetensors"
+from bas.paths import TOKENS_FILE, TRAIN_JSON, TRAINED_WEIGHTS_FILE
 
 
 def placeholder(index: int) -> str:
@@ -126,7 +124,7 @@ def apply_trained(parts, train_dir: Path) -> list[str]:
     tokens, ids = add_placeholder_tokens(parts.tokenizer, parts.text_encoder, class_names)
     if tokens != list(learned):
         raise DataError(f"{train_dir / TOKENS_FILE}: tokens {list(learned)} do not match classes {class_names}")
-    weights = train_dir / WEIGHTS_FILE
+    weights = train_dir / TRAINED_WEIGHTS_FILE
     if weights.exists():
         modules = {"unet": parts.unet, "text_encoder": parts.text_encoder}
         for key, value in load_file(str(weights)).items():
@@ -148,15 +146,15 @@ def _check_weights_present(train_dir: Path) -> None:
     Its tokens alone, put into the base model, would make images of a different model:
     results that look valid and are not.
     """
-    info_path = train_dir / "train.json"
+    info_path = train_dir / TRAIN_JSON
     if not info_path.exists():
         return
     info = json.loads(info_path.read_text())
     phases = (info.get("recipe") or {}).get("phases") or {}
     fine_tuned = any(set(p.get("trainable", [])) - {"tokens"} for p in phases.values() if p.get("steps", 0) > 0)
-    if fine_tuned and not (train_dir / WEIGHTS_FILE).exists():
+    if fine_tuned and not (train_dir / TRAINED_WEIGHTS_FILE).exists():
         raise DataError(
             f"{train_dir}: method {info.get('method')!r} fine-tuned the model but its weights were not kept "
-            f"({WEIGHTS_FILE} missing). Generate in the same process as training (`bas train-generate`), "
+            f"({TRAINED_WEIGHTS_FILE} missing). Generate in the same process as training (`bas train-generate`), "
             "or retrain with `training.keep_weights: true`."
         )

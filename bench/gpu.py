@@ -4,7 +4,7 @@
     python bench/gpu.py [--quick] [--only training,sampling,scoring] [--peak-tflops X]
     python bench/gpu.py --flops-only [--gpu-name H100]   # no GPU: parameter and FLOP counts only
 
-The models are `bas.models.architectures` (the real configs, random weights: the same FLOPs
+The models are `bas.models.sd21_architectures` (the real configs, random weights: the same FLOPs
 and memory as the real checkpoints) run through the project's own code: `Trainer.step()`
 with bf16 autocast and fp32 master weights, the DDIM/CFG sampler, the `Scorer`. Beside
 every time stands its limit: the FLOPs of one step / image (counted with
@@ -185,7 +185,7 @@ def scoring_flops_per_image(scorers, concepts: int = 2) -> int:
 def flops_only(args) -> list[dict]:
     """Parameter and FLOP counts on the `meta` device, and their limits at a named GPU's peak."""
     from bas.config import load
-    from bas.models.architectures import build_diffusion, build_scorers, parameter_count
+    from bas.models.sd21_architectures import build_diffusion, build_scorers, parameter_count
 
     cfg = load(REPO / "params.yaml")
     peak, source = dense_bf16_peak(args.gpu_name, args.peak_tflops)
@@ -252,7 +252,7 @@ def demo_scene(cfg):
 
 
 def bench_training(args, sizes: dict, device: torch.device, peak: Optional[float], work: Path) -> list[dict]:
-    from bas.models.architectures import build_diffusion
+    from bas.models.sd21_architectures import build_diffusion
     from bas.training import Trainer, get_recipe
     from bas.training.prior import ensure_class_images
 
@@ -308,7 +308,7 @@ def bench_training(args, sizes: dict, device: torch.device, peak: Optional[float
 
 def _full_scene(cfg, recipe, scene, device, work: Path, options: dict, peak, scene_flops: int) -> dict:
     """One scene trained end to end by `train_scene` (class images already made)."""
-    from bas.models.architectures import build_diffusion
+    from bas.models.sd21_architectures import build_diffusion
     from bas.training import train_scene
 
     parts = build_diffusion(device, tokenizer_dir=work / "tokenizer")
@@ -332,7 +332,7 @@ def bench_sampling(args, sizes: dict, device: torch.device, peak: Optional[float
     from bas.config import load
     from bas.generation.grid import build_grid
     from bas.generation.sampler import sample_ddim
-    from bas.models.architectures import build_diffusion
+    from bas.models.sd21_architectures import build_diffusion
     from bas.tokens import add_placeholder_tokens
 
     cfg = load(REPO / "params.yaml")
@@ -382,7 +382,7 @@ def bench_scoring(args, sizes: dict, device: torch.device, peak: Optional[float]
 
     from bas.generation.grid import build_grid
     from bas.generation.run import manifest_frame
-    from bas.models.architectures import build_scorers
+    from bas.models.sd21_architectures import build_scorers
     from bas.scoring.score import Scorer
 
     cfg = make_config(work / "storage", memory=False)

@@ -47,12 +47,12 @@ def seconds_per_step(args: argparse.Namespace, device, workers: int) -> float:
 
     from bas import config
     from bas.models.tokenizer import write_clip_tokenizer
-    from bas.sandbox import architecture
+    from bas.sandbox import base_model
     from bas.sandbox import train_diffusion as td
 
     def timed(steps: int, tmp: Path, tokenizer) -> float:
         cfg = config.load(REPO / "params.yaml", overrides(args, steps))
-        vae = architecture.build_vae(scaling_factor=1.0)
+        vae = base_model.build_vae(scaling_factor=1.0)
         started = time.time()
         td.train_base(cfg.sandbox, vae, tokenizer, tmp / f"work-{steps}", device=device, workers=workers)
         if device.type == "cuda":
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     import logging
 
     from bas import config
-    from bas.sandbox.train import resolve_device, resolve_workers, run_stages
+    from bas.sandbox.stages import resolve_device, resolve_workers, run_stages
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.time()

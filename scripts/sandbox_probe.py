@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import bas.config
-from bas.sandbox import architecture, world
+from bas.sandbox import base_model, world
 from bas.sandbox.train_diffusion import encode_text, lr_at, stage_rng, to_pixels
 
 BASE = dict(counts=(1, 2, 3, 4), count_probs=(0.3, 0.35, 0.25, 0.1), sides=(16, 40), text="joint",
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
 
     from bas.models.registry import load_diffusion
     from bas.sandbox.classifiers import Judge
-    from bas.sandbox.train import weights_dir
+    from bas.sandbox.stages import weights_dir
     from bas.sandbox.train_diffusion import SCHEDULER_CONFIG, _ema_update
 
     cfg = bas.config.load("params.yaml", {"models.profile": "sandbox"})
@@ -133,8 +133,8 @@ def main(argv=None) -> int:
     vae, tokenizer = parts.vae.eval(), parts.tokenizer
     seed = cfg.sandbox.seed
     torch.manual_seed(seed + 1)
-    unet = architecture.build_unet()
-    text_encoder = architecture.build_text_encoder()
+    unet = base_model.build_unet()
+    text_encoder = base_model.build_text_encoder()
     ckpt_path = args.out / f"{args.candidate}.pt"
     state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
     started = time.time()

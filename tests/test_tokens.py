@@ -3,7 +3,8 @@ import torch
 
 from bas.errors import DataError
 from bas.models import load_diffusion
-from bas.tokens import WEIGHTS_FILE, add_placeholder_tokens, apply_trained, save_tokens, save_trained_weights
+from bas.paths import TRAINED_WEIGHTS_FILE as WEIGHTS_FILE
+from bas.tokens import add_placeholder_tokens, apply_trained, save_tokens, save_trained_weights
 
 
 def test_new_rows_start_from_first_bpe_token_of_class(tiny_models_cfg):

@@ -71,7 +71,7 @@ def run_world(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from bas.cli import load_config
-    from bas.sandbox.train import parse_stages, resolve_device, resolve_workers, run_stages
+    from bas.sandbox.stages import parse_stages, resolve_device, resolve_workers, run_stages
 
     cfg = load_config(args)
     device = resolve_device(args.device)

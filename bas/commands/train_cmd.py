@@ -59,7 +59,7 @@ def resolve_scene(cfg, scene: str):
     from bas import paths
     from bas.errors import DataError
     from bas.scenes import load_scene
-    from bas.scenes.scene import SCENE_JSON
+    from bas.paths import SCENE_JSON
 
     given = Path(scene)
     if (given / SCENE_JSON).exists():
@@ -127,8 +127,8 @@ def run_imagine(args: argparse.Namespace) -> int:
     from bas.generation.sampler import generate
     from bas.io import atomic_save_image
     from bas.models import load_diffusion, pick_device
-    from bas.tokens import TOKENS_FILE, apply_trained
-    from bas.training.engine import TRAIN_DIR
+    from bas.paths import TOKENS_FILE, TRAIN_DIR
+    from bas.tokens import apply_trained
 
     cfg = load_config(args)
     if args.n < 1:

@@ -28,8 +28,9 @@ from bas.batching import batched
 from bas.config import Config
 from bas.errors import DataError
 from bas.generation.grid import GridItem, build_grid, concept_subsets
-from bas.generation.samplers import SAMPLER_SETTINGS, get_sampler
+from bas.generation.sampler_registry import SAMPLER_SETTINGS, get_sampler
 from bas.io import atomic_save_image, atomic_write_json, atomic_write_parquet
+from bas.paths import TOKENS_FILE, TRAIN_JSON
 from bas.schema import MANIFEST_COLUMNS, frame
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def regenerate_image(parts, tokens: Sequence[str], scene, cfg: Config, template_
 
 
 def read_train_meta(run: Path) -> dict:
-    train_json = paths.train_dir(run) / "train.json"
+    train_json = paths.train_dir(run) / TRAIN_JSON
     if not train_json.exists():
         raise DataError(f"no finished training in {paths.train_dir(run)}: {train_json.name} is missing "
                         "(train the method on the scene first)")
@@ -237,12 +238,12 @@ def generate_run(cfg: Config, method: str, scene_id: str, run: Optional[str | Pa
     """
     from bas.models import load_diffusion, pick_device
     from bas.scenes import load_scene
-    from bas.tokens import TOKENS_FILE, apply_trained, load_tokens
+    from bas.tokens import apply_trained, load_tokens
 
     run = Path(run) if run else paths.run_dir(cfg, method, scene_id)
     meta = read_train_meta(run)
     if meta["scene_id"] != scene_id:
-        raise DataError(f"{paths.train_dir(run) / 'train.json'}: trained on scene {meta['scene_id']!r}, "
+        raise DataError(f"{paths.train_dir(run) / TRAIN_JSON}: trained on scene {meta['scene_id']!r}, "
                         f"not {scene_id!r}")
     scene = load_scene(Path(scenes_dir) / scene_id if scenes_dir else paths.scene_dir(cfg, scene_id))
     if list(meta["class_names"]) != list(scene.class_names):

@@ -1,7 +1,7 @@
 """What a method's training holds in memory on the sd21 profile, and the options that fit a GPU.
 
 The state a phase holds is counted exactly from the full-size architectures
-(`bas.models.architectures`, built on the `meta` device): every weight of the UNet, VAE and
+(`bas.models.sd21_architectures`, built on the `meta` device): every weight of the UNet, VAE and
 text encoder, a gradient for each trainable parameter, and the optimizer's two moments
 (AdamW: fp32; 8-bit AdamW: one byte each). Activations are not counted here: they are the
 measured part of the peak (docs/BENCHMARKS.md) and `ACTIVATION_BYTES` holds them where
@@ -47,7 +47,7 @@ def sd21_parameter_counts() -> ParameterCounts:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from bas.models.architectures import SD21_TEXT_ENCODER, SD21_UNET, SD21_VAE
+    from bas.models.sd21_architectures import SD21_TEXT_ENCODER, SD21_UNET, SD21_VAE
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SD21_UNET)

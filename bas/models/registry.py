@@ -25,9 +25,9 @@ import torch
 from bas.config import ModelsConfig
 from bas.errors import ConfigError, ModelNotAvailableError
 from bas.models.fetch import ENV_OVERRIDES, hub_reachable, sd21_identity  # noqa: F401 (re-exported)
+from bas.paths import TRAINING_RECORD_FILE
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -400,7 +400,7 @@ def sandbox_weights_digest(models_cfg, parts: tuple[str, ...]) -> str:
     """
     root = sandbox_weights_dir(models_cfg)
     files = sorted(f for part in parts if (root / part).is_dir() for f in (root / part).rglob("*")
-                   if f.is_file() and f.name != "training_record.json")
+                   if f.is_file() and f.name != TRAINING_RECORD_FILE)
     return _files_digest(tuple((f.relative_to(root).as_posix(), str(f), f.stat().st_mtime_ns, f.stat().st_size)
                                for f in files))
 

@@ -1,7 +1,7 @@
 """The sd21 profile at full size on a CPU, without its weights: a rehearsal of a real run.
 
 `write_models(root)` builds every sd21 model with seeded random weights at its real
-architecture (`bas.models.architectures`) and writes it in the layout the hub serves:
+architecture (`bas.models.sd21_architectures`) and writes it in the layout the hub serves:
 
     root/diffusion/{unet,vae,text_encoder,tokenizer,scheduler}/   diffusers save_pretrained folders
     root/clip/open_clip_model.safetensors      the open_clip checkpoint of ViT-L/14 (timm/vit_large_patch14_clip_224.openai)
@@ -52,7 +52,7 @@ def _write_diffusion(out: Path) -> None:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from bas.models.architectures import SD21_TEXT_ENCODER, SD21_UNET, SD21_VAE
+    from bas.models.sd21_architectures import SD21_TEXT_ENCODER, SD21_UNET, SD21_VAE
     from bas.models.tiny import SCHEDULER_CONFIG
     from bas.models.tokenizer import write_clip_tokenizer
 
@@ -77,7 +77,7 @@ def _write_clip(out: Path) -> None:
     import open_clip
     from safetensors.torch import save_model
 
-    from bas.models.architectures import CLIP_MODEL
+    from bas.models.sd21_architectures import CLIP_MODEL
 
     out.mkdir(parents=True, exist_ok=True)
     model = open_clip.create_model(CLIP_MODEL, pretrained=None, force_quick_gelu=True)
@@ -88,7 +88,7 @@ def _write_dino(out: Path) -> None:
     import timm
     from safetensors.torch import save_model
 
-    from bas.models.architectures import DINO_MODEL
+    from bas.models.sd21_architectures import DINO_MODEL
 
     out.mkdir(parents=True, exist_ok=True)
     save_model(timm.create_model(DINO_MODEL, pretrained=False, num_classes=0), str(out / "model.safetensors"))
@@ -97,7 +97,7 @@ def _write_dino(out: Path) -> None:
 def _write_maskformer(out: Path) -> None:
     from transformers import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
 
-    from bas.models.architectures import MASKFORMER_PROCESSOR, maskformer_config
+    from bas.models.sd21_architectures import MASKFORMER_PROCESSOR, maskformer_config
 
     MaskFormerForInstanceSegmentation(maskformer_config()).save_pretrained(out, safe_serialization=True)
     MaskFormerImageProcessor(**MASKFORMER_PROCESSOR).save_pretrained(out)

@@ -27,6 +27,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from bas.errors import DataError
+from bas.paths import SCENE_IMAGE_FILE, SCENE_JSON
 from bas.ratings.questions import TASKS
 from bas.ratings.store import Rater, RatingRefused, Study
 from bas.scenes.masking import masked_concept
@@ -54,9 +55,9 @@ TASK_TITLES = {"prompt": "Text correspondence", "identity": "Same object"}
 def _masked_png(scenes_dir: Path, scene_id: str, concept_index: int) -> bytes:
     scene_dir = scenes_dir / scene_id
     try:
-        meta = json.loads((scene_dir / "scene.json").read_text())
+        meta = json.loads((scene_dir / SCENE_JSON).read_text())
         concept = next(c for c in meta["concepts"] if c["index"] == concept_index)
-        image = Image.open(scene_dir / "image.png")
+        image = Image.open(scene_dir / SCENE_IMAGE_FILE)
         mask = Image.open(scene_dir / concept["mask"])
     except (FileNotFoundError, StopIteration, KeyError) as err:
         raise DataError(f"{scene_dir}: cannot read concept {concept_index} ({err})") from None

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bas.errors import DataError
+from bas.paths import MANIFEST_FILE, SCENE_JSON
 from bas.schema import MANIFEST_COLUMNS, validate
 
 TASKS = ("prompt", "identity")
@@ -51,10 +52,10 @@ class Question:
 def find_methods(runs_dir: Path, wanted: Sequence[str] = ()) -> list[str]:
     """Methods under `runs_dir` with at least one manifest; `wanted` (if any) must all be there."""
     found = sorted(p.name for p in runs_dir.iterdir()
-                   if p.is_dir() and any(p.glob("*/manifest.parquet"))) if runs_dir.is_dir() else []
+                   if p.is_dir() and any(p.glob(f"*/{MANIFEST_FILE}"))) if runs_dir.is_dir() else []
     if not wanted:
         if not found:
-            raise DataError(f"{runs_dir}: no method has generated images (no runs/<method>/<scene>/manifest.parquet)")
+            raise DataError(f"{runs_dir}: no method has generated images (no runs/<method>/<scene>/{MANIFEST_FILE})")
         return found
     missing = [m for m in wanted if m not in found]
     if missing:
@@ -67,7 +68,7 @@ def load_manifests(root: Path, runs_dir: Path, methods: Sequence[str]) -> pd.Dat
     """Every manifest row of `methods`, with `path` made relative to `root`."""
     frames = []
     for method in methods:
-        for manifest in sorted((runs_dir / method).glob("*/manifest.parquet")):
+        for manifest in sorted((runs_dir / method).glob(f"*/{MANIFEST_FILE}")):
             df = validate(pd.read_parquet(manifest), MANIFEST_COLUMNS, str(manifest))
             df["path"] = [str((manifest.parent / p).relative_to(root)) for p in df["path"]]
             frames.append(df)
@@ -75,7 +76,7 @@ def load_manifests(root: Path, runs_dir: Path, methods: Sequence[str]) -> pd.Dat
     dup = df.duplicated(["method"] + GROUP_KEY)
     if dup.any():
         row = df[dup].iloc[0]
-        raise DataError(f"runs/{row.method}/{row.scene_id}/manifest.parquet: two images for template "
+        raise DataError(f"runs/{row.method}/{row.scene_id}/{MANIFEST_FILE}: two images for template "
                         f"{row.template_id}, subset {row.subset}, seed index {row.seed_index}")
     return df
 
@@ -125,7 +126,7 @@ def balanced_sample(candidates: pd.DataFrame, n: int, factors: Sequence[str], se
 
 
 def scene_class_names(scenes_dir: Path, scene_id: str) -> list[str]:
-    path = scenes_dir / scene_id / "scene.json"
+    path = scenes_dir / scene_id / SCENE_JSON
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:

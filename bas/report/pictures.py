@@ -21,6 +21,7 @@ from PIL import Image
 
 from bas.config import ReportConfig
 from bas.errors import ConfigError, DataError
+from bas.paths import SCENE_IMAGE_FILE, SCENE_JSON
 from bas.report import plots
 from bas.report.results import Results
 from bas.report.plots import Plot, plt
@@ -71,9 +72,9 @@ def choose_scenes(results: Results, cfg: ReportConfig) -> list[str]:
 def load_input_scene(scenes_dir: Path, scene_id: str) -> InputScene:
     """The input image, masks and class names; what is missing stays empty (shown as such)."""
     root = scenes_dir / scene_id
-    image = Image.open(root / "image.png").convert("RGB") if (root / "image.png").exists() else None
+    image = Image.open(root / SCENE_IMAGE_FILE).convert("RGB") if (root / SCENE_IMAGE_FILE).exists() else None
     masks, names = [], []
-    meta_file = root / "scene.json"
+    meta_file = root / SCENE_JSON
     if meta_file.exists():
         try:
             meta = json.loads(meta_file.read_text())

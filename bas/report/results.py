@@ -22,6 +22,7 @@ from typing import Mapping
 import pandas as pd
 
 from bas.errors import DataError
+from bas.paths import MANIFEST_FILE, SCORES_FILE
 from bas.schema import MANIFEST_COLUMNS, METRICS, SCORE_COLUMNS, validate
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def locate(results_dir: str | Path) -> tuple[Path, Path, Path]:
 def scores_file(run: Path, scores_dir: Path) -> Path:
     """The scores of one run: the pipeline's `scores/<method>/<scene>.parquet`, else the run's own."""
     pipeline_file = scores_dir / run.parent.name / f"{run.name}.parquet"
-    return pipeline_file if pipeline_file.exists() else run / "scores.parquet"
+    return pipeline_file if pipeline_file.exists() else run / SCORES_FILE
 
 
 def per_image(rows: pd.DataFrame) -> pd.DataFrame:
@@ -134,7 +135,7 @@ def load_results(results_dir: str | Path, scenes_dir: str | Path | None = None) 
     frames, manifests, incomplete = [], [], []
     for method_path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for run in sorted(p for p in method_path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            manifest_file = run / "manifest.parquet"
+            manifest_file = run / MANIFEST_FILE
             if manifest_file.exists():
                 manifests.append(_read(manifest_file, MANIFEST_COLUMNS))
             scores_path = scores_file(run, scores_dir)

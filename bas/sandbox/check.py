@@ -84,7 +84,7 @@ def _measurers() -> dict[str, Callable[[Path, Config], dict]]:
 def check_all(cfg: Config, samples: Optional[int] = None) -> list[str]:
     """Re-measure every sandbox model under the weights directory; print a table; return failures."""
     from bas.models.registry import sandbox_weights_dir
-    from bas.sandbox.train import read_record
+    from bas.sandbox.stages import read_record
 
     root = sandbox_weights_dir(cfg.models)
     failures: list[str] = []

@@ -37,6 +37,7 @@ from torch import nn
 
 from bas.config import Config, SandboxConfig, SandboxStage, to_dict
 from bas.io import atomic_dir
+from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import world
 from bas.sandbox.train_diffusion import Checkpointer, _progress, lr_at, stage_rng, to_pixels
 from bas.models.sandbox_segmenter import (CONFIG_FILE, IMAGE_SIZE, WEIGHTS_FILE, SandboxSegmenter, SegmenterNet,  # noqa: F401
@@ -61,7 +62,6 @@ OBJECT_WEIGHT_AREA = 400   # px; an object this large weighs 1 a pixel in the se
 HELDOUT_SEGMENTER_IMAGES = 400
 HELDOUT_JUDGE_IMAGES = 1000
 CHECKPOINT_EVERY = 50
-RECORD_FILE = "training_record.json"
 
 
 # --------------------------------------------------------------------------- data
@@ -303,7 +303,7 @@ def _train_and_save(cfg: Config, name: str, fit, make_config, measure, descripti
         record = {"model": description, "seed": sb.seed, "params": to_dict(getattr(sb, name)),
                   "steps": getattr(sb, name).steps, "config": config, "device": device_record(),
                   "wall_time_s": wall, "validity": measure(tmp, cfg)}   # measured on the saved (fp16) weights
-        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     log.info("%s: %s", name, json.dumps(record["validity"]))
     return record
 

@@ -48,12 +48,12 @@ from PIL import Image
 from bas.config import Config, to_dict
 from bas.io import atomic_dir
 from bas.models import registry
+from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import world
 from bas.sandbox.train_diffusion import Checkpointer, _progress, lr_at, stage_rng, world_batch
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "training_record.json"
 
 CLIP_CONFIG = {  # open_clip model config (registered as registry.SANDBOX_CLIP_MODEL_NAME)
     "embed_dim": 64,
@@ -341,7 +341,7 @@ def _record(cfg: Config, model: str, stage_name: str, architecture: dict, data: 
 
 
 def _write_record(directory: Path, record: dict) -> None:
-    (directory / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    (directory / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- CLIP

@@ -28,6 +28,7 @@ from bas.generation.grid import build_grid
 from bas.generation.run import manifest_frame
 from bas.io import atomic_write_bytes, atomic_write_parquet
 from bas.kinds import GROUND_TRUTH, OTHER_IDENTITY, REFERENCES
+from bas.paths import MANIFEST_FILE
 from bas.sandbox import world
 from bas.scenes.coco import sandbox_world_root
 
@@ -97,5 +98,5 @@ def render_reference(cfg, scene, reference: str, out_dir: Path) -> pd.DataFrame:
         buffer = io.BytesIO()
         Image.fromarray(picture.image).save(buffer, format="PNG")
         atomic_write_bytes(target, buffer.getvalue())
-    atomic_write_parquet(out_dir / "manifest.parquet", manifest)
+    atomic_write_parquet(out_dir / MANIFEST_FILE, manifest)
     return manifest

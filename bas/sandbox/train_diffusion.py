@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from bas.config import SandboxConfig, SandboxStage
 from bas.io import atomic_dir, atomic_path
-from bas.sandbox import architecture, world
+from bas.paths import TRAINING_RECORD_FILE
+from bas.sandbox import base_model, world
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def train_vae(cfg: SandboxConfig, work_dir: Path, log_every: int = 50, checkpoin
               metric_batches: int = 8, device: torch.device | str = "cpu", workers: int = 0):
     """Train the 2x AutoencoderKL; returns (vae with its latent scaling factor set, metrics), on `device`."""
     torch.manual_seed(cfg.seed)
-    vae = architecture.build_vae().to(device)
+    vae = base_model.build_vae().to(device)
     stage = cfg.vae
     opt = torch.optim.AdamW(vae.parameters(), lr=stage.lr, weight_decay=0.0)
     ckpt = Checkpointer(work_dir, "vae", every=checkpoint_every)
@@ -237,8 +238,8 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
     from diffusers import DDPMScheduler
 
     torch.manual_seed(cfg.seed + 1)
-    unet = architecture.build_unet()
-    text_encoder = architecture.build_text_encoder()
+    unet = base_model.build_unet()
+    text_encoder = base_model.build_text_encoder()
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text_encoder)
     for module in (unet, text_encoder, ema_unet, ema_text):
         module.to(device)
@@ -312,4 +313,4 @@ def save_diffusion(root: Path, vae, unet, text_encoder, record: dict) -> None:
         write_clip_tokenizer(tmp / "tokenizer")
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n")
-        (tmp / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")

@@ -23,13 +23,11 @@ from PIL import Image, UnidentifiedImageError
 
 from bas.errors import DataError
 from bas.io import atomic_dir, sha256_bytes
+from bas.paths import SCENE_IMAGE_FILE, SCENE_INDEX_FILE, SCENE_JSON
 from bas.scenes.index import read_index
 
 log = logging.getLogger(__name__)
 
-SCENE_JSON = "scene.json"
-IMAGE_FILE = "image.png"
-INDEX_FILE = "index.parquet"
 # Scene ids become directory names: letters, digits, '.', '_', '-'; no leading dot.
 SCENE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -145,7 +143,7 @@ def write_scene(scene: Scene, directory: str | Path) -> bool:
     with atomic_dir(directory) as tmp:
         # compress_level 1: scenes are written once and read by every run; PNG level 6 is
         # several times slower to write for ~10% smaller files.
-        scene.image.save(tmp / IMAGE_FILE, format="PNG", compress_level=1)
+        scene.image.save(tmp / SCENE_IMAGE_FILE, format="PNG", compress_level=1)
         for i, mask in enumerate(scene.masks):
             _mask_image(mask).save(tmp / mask_file(i), format="PNG", compress_level=1)
         (tmp / SCENE_JSON).write_text(json.dumps(scene_json(scene), indent=2, sort_keys=True) + "\n")
@@ -187,7 +185,7 @@ def load_scene(directory: str | Path) -> Scene:
         raise DataError(f"{meta_path}: 'concepts' must be a non-empty list")
     resolution = meta["resolution"]
 
-    image_path = directory / IMAGE_FILE
+    image_path = directory / SCENE_IMAGE_FILE
     image = _open_png(image_path)
     if image.mode != "RGB":
         raise DataError(f"{image_path}: mode {image.mode}, expected RGB")
@@ -233,7 +231,7 @@ def scene_dirs(scenes_dir: str | Path) -> list[Path]:
     current one dropped stays on disk, and is not a scene of this selection.
     """
     scenes_dir = Path(scenes_dir)
-    index_path = scenes_dir / INDEX_FILE
+    index_path = scenes_dir / SCENE_INDEX_FILE
     if index_path.exists():
         ids = sorted(set(read_index(index_path)["scene_id"]))
         return [scenes_dir / scene_id for scene_id in ids]

@@ -18,9 +18,10 @@ from tqdm.auto import tqdm
 
 from bas.config import ScenesConfig
 from bas.errors import DataError
+from bas.paths import SCENE_INDEX_FILE, SCENE_JSON
 from bas.scenes import index as scene_index
 from bas.scenes.coco import CocoSource, Skipped, iter_scenes, read_annotations, resolve_coco_root
-from bas.scenes.scene import INDEX_FILE, Scene, load_scene, write_scene
+from bas.scenes.scene import Scene, load_scene, write_scene
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class StageReport:
 
     @property
     def index_path(self) -> Path:
-        return self.out_dir / INDEX_FILE
+        return self.out_dir / SCENE_INDEX_FILE
 
     def summary(self) -> str:
         return (f"{len(self.selected)}/{self.num_requested} scenes from {self.source.root} "
@@ -87,14 +88,14 @@ def stage_coco(scenes_cfg: ScenesConfig, out_dir: str | Path,
                     len(scenes), scenes_cfg.num_scenes, source.root, source.split)
 
     report.selected = [s.scene_id for s in scenes]
-    existing = scene_index.read_or_empty(out_dir / INDEX_FILE)
+    existing = scene_index.read_or_empty(out_dir / SCENE_INDEX_FILE)
     old_coco = set(existing.loc[existing["source_kind"] == "coco", "scene_id"])
     report.dropped = sorted(old_coco - set(report.selected))
     if report.dropped:
         log.info("scenes: %d scene(s) no longer selected, removed from the index (directories kept): %s",
                  len(report.dropped), ", ".join(report.dropped))
     new_index = scene_index.replace_rows(existing, scenes, drop_kind="coco")
-    report.index_written = scene_index.write_index(out_dir / INDEX_FILE, new_index)
+    report.index_written = scene_index.write_index(out_dir / SCENE_INDEX_FILE, new_index)
     log.info("scenes: %s", report.summary())
     return report
 
@@ -106,7 +107,7 @@ def add_scene(scene: Scene, scenes_dir: str | Path, replace: bool = False) -> bo
     """
     scenes_dir = Path(scenes_dir)
     directory = scenes_dir / scene.scene_id
-    if (directory / "scene.json").exists() and not replace:
+    if (directory / SCENE_JSON).exists() and not replace:
         try:
             existing_hash = load_scene(directory).content_hash
         except DataError:
@@ -115,7 +116,7 @@ def add_scene(scene: Scene, scenes_dir: str | Path, replace: bool = False) -> bo
             raise DataError(f"scene {scene.scene_id!r} already exists in {directory} with other content; "
                             "choose another id or pass --replace")
     changed = write_scene(scene, directory)
-    index_path = scenes_dir / INDEX_FILE
+    index_path = scenes_dir / SCENE_INDEX_FILE
     new_index = scene_index.replace_rows(scene_index.read_or_empty(index_path), [scene])
     changed |= scene_index.write_index(index_path, new_index)
     return changed

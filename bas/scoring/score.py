@@ -46,6 +46,7 @@ from bas.errors import DataError
 from bas.generation.grid import class_phrase, parse_image_key, parse_subset, subset_label
 from bas.io import atomic_write_parquet
 from bas.kinds import EXTERNAL as EXTERNAL_KIND
+from bas.paths import MANIFEST_FILE
 from bas.scenes import Scene, load_scene
 from bas.scenes.masking import masked_concept
 from bas.scoring.clip_scores import ClipEmbedder
@@ -56,7 +57,7 @@ from bas.scoring.segment import Segmentation, make_segmenter
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-FOREIGN_MANIFESTS = ("manifest.parquet", "manifest.csv")
+FOREIGN_MANIFESTS = (MANIFEST_FILE, "manifest.csv")
 
 
 def composite_score(sim_c, sim_d, nsim_d):

@@ -39,7 +39,9 @@ from bas.attention import token_positions
 from bas.config import Config, MethodRecipe, PhaseRecipe, to_dict
 from bas.errors import BasError, ConfigError, DataError
 from bas.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_bytes
-from bas.tokens import TOKENS_FILE, WEIGHTS_FILE, add_placeholder_tokens, save_tokens, save_trained_weights
+from bas.paths import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TENSORS, TOKENS_FILE, TRAIN_DIR, TRAIN_JSON,
+                       TRAINED_WEIGHTS_FILE)
+from bas.tokens import add_placeholder_tokens, save_tokens, save_trained_weights
 from bas.training.data import SOURCES, ConceptSampler, PriorSource, SceneLike, prompt_ids
 from bas.training.losses import downsample_mask, masked_diffusion_loss, prior_loss
 from bas.training.methods import get_recipe
@@ -48,14 +50,6 @@ from bas.training.terms import TermInputs, compute_term, term_active
 
 log = logging.getLogger(__name__)
 
-TRAIN_DIR = "train"
-# The state after the last finished phase of an unfinished training (a run stopped in a later
-# phase resumes from there); removed once the training is finished.
-RESUME_DIR = ".train-phases"
-RESUME_STATE = "state.pt"
-RESUME_TENSORS = "state.safetensors"
-TRAIN_JSON = "train.json"
-LOG_FILE = "log.jsonl"
 KV_PATTERN = re.compile(r"\.attn2\.to_(k|v)\.")
 K_PATTERN = re.compile(r"\.attn2\.to_k\.")
 # Trainable groups that are a subset of the UNet's parameters, by name pattern.
@@ -145,7 +139,7 @@ def is_complete(train_dir: Path, key: str, recipe: MethodRecipe, keep_weights: b
     info = read_train_json(train_dir)
     if info is None or info.get("run_key") != key or not (Path(train_dir) / TOKENS_FILE).exists():
         return False
-    return not (keep_weights and trains_weights(recipe)) or (Path(train_dir) / WEIGHTS_FILE).exists()
+    return not (keep_weights and trains_weights(recipe)) or (Path(train_dir) / TRAINED_WEIGHTS_FILE).exists()
 
 
 def remove_partial_runs(run_dir: Path) -> None:
@@ -635,7 +629,7 @@ class Trainer:
         save_tokens(out / TOKENS_FILE, self.tokens, self.token_ids, p.text_encoder, self.scene.class_names)
         weights_saved = False
         if self.cfg.training.keep_weights and any(self.trained_names.values()):
-            save_trained_weights(out / WEIGHTS_FILE, {"unet": p.unet, "text_encoder": p.text_encoder},
+            save_trained_weights(out / TRAINED_WEIGHTS_FILE, {"unet": p.unet, "text_encoder": p.text_encoder},
                                  {k: sorted(v) for k, v in self.trained_names.items()})
             weights_saved = True
         summary = {

@@ -10,7 +10,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bas.models.architectures import build_diffusion, build_scorers, parameter_count  # noqa: E402
+from bas.models.sd21_architectures import build_diffusion, build_scorers, parameter_count  # noqa: E402
 from bench import gpu  # noqa: E402
 
 

@@ -143,8 +143,8 @@ def test_saved_segmenter_predicts_what_the_trained_one_did_and_reproduces_its_re
     monkeypatch.setattr(C, "HELDOUT_SEGMENTER_IMAGES", 6)
     cfg = tiny_config()
     record = C.train_segmenter(cfg, tmp_path / "work", tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [C.CONFIG_FILE, C.WEIGHTS_FILE, C.RECORD_FILE]
-    assert json.loads((tmp_path / "out" / C.RECORD_FILE).read_text()) == json.loads(json.dumps(record))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [C.CONFIG_FILE, C.WEIGHTS_FILE, C.TRAINING_RECORD_FILE]
+    assert json.loads((tmp_path / "out" / C.TRAINING_RECORD_FILE).read_text()) == json.loads(json.dumps(record))
     assert record["seed"] == 0 and record["steps"] == 4 and record["params"]["batch_size"] == 2
     assert set(record["validity"]["mask_iou"]) == set(world.SHAPES)
     assert C.measure_segmenter(tmp_path / "out", cfg) == record["validity"]

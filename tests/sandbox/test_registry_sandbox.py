@@ -41,7 +41,7 @@ def weights(tmp_path_factory):
 
 
 def test_weights_dir_is_the_bundled_one_unless_set(tmp_path):
-    from bas.sandbox.train import weights_dir
+    from bas.sandbox.stages import weights_dir
 
     bundled = Path(bas.__file__).parent / "data" / "sandbox"
     assert registry.sandbox_weights_dir(ModelsConfig(profile="sandbox")) == bundled
@@ -121,11 +121,11 @@ def test_missing_dino_alone_is_named(weights, tmp_path):
 
 
 def test_fp16_diffusion_loads_as_fp32(tmp_path):
-    from bas.sandbox import architecture
+    from bas.sandbox import base_model
     from bas.sandbox.train_diffusion import save_diffusion
 
     torch.manual_seed(0)
-    vae, unet, text = architecture.build_vae(), architecture.build_unet(), architecture.build_text_encoder()
+    vae, unet, text = base_model.build_vae(), base_model.build_unet(), base_model.build_text_encoder()
     save_diffusion(tmp_path / "diffusion", vae, unet, text, {"seed": 0})
     parts = registry.load_diffusion(ModelsConfig(profile="sandbox", sandbox_weights=str(tmp_path)))
     assert parts.profile == "sandbox" and parts.resolution == 64

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bas.sandbox import architecture, world
+from bas.sandbox import base_model, world
 from bas.sandbox.text_pretrain import (HEAD_CLASSES, NONE, CaptionHeads, caption_batch, encode_batch,
                                        labelled_caption, losses, shape_token_ids)
 from bas.sandbox.train_diffusion import world_batch
@@ -53,7 +53,7 @@ def test_each_object_is_read_at_its_own_shape_token(tokenizer):
 
 def test_a_few_steps_of_the_objective_lower_its_loss(tokenizer):
     torch.manual_seed(0)
-    encoder = architecture.build_text_encoder()
+    encoder = base_model.build_text_encoder()
     heads = CaptionHeads(encoder.config.hidden_size)
     opt = torch.optim.AdamW(list(encoder.parameters()) + list(heads.parameters()), lr=2e-3)
     shape_ids = shape_token_ids(tokenizer)

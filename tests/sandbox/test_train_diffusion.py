@@ -132,7 +132,7 @@ def test_saved_model_is_fp16_safetensors_with_its_record(tmp_path, vae, tokenize
 
 def test_train_stages_write_the_model_and_a_record_of_how_it_was_made(tmp_path):
     from bas import config
-    from bas.sandbox.train import read_record, run_stages
+    from bas.sandbox.stages import read_record, run_stages
 
     sandbox = {"vae": {"steps": 2, "batch_size": 2, "lr": 1e-3}, "base": {"steps": 2, "batch_size": 2, "lr": 5e-4},
                "base_restart": None}
@@ -180,7 +180,7 @@ def test_base_batch_follows_the_phase_of_its_global_step():
 
 def test_device_and_workers_are_checked_before_any_training():
     from bas.errors import ConfigError
-    from bas.sandbox.train import device_record, resolve_device, resolve_workers
+    from bas.sandbox.stages import device_record, resolve_device, resolve_workers
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

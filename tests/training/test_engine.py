@@ -10,11 +10,12 @@ from safetensors.torch import load_file
 
 from bas.errors import BasError
 from bas.models import load_diffusion
-from bas.tokens import TOKENS_FILE, WEIGHTS_FILE, apply_trained, load_tokens
+from bas.paths import TRAINED_WEIGHTS_FILE as WEIGHTS_FILE
+from bas.tokens import TOKENS_FILE, apply_trained, load_tokens
 from bas.training import Trainer, get_recipe, train_scene
-from tests.shipped_methods import SHIPPED
 from bas.training.engine import LOG_FILE, TRAIN_JSON, phase_token_file
 from bas.training.prior import class_images_dir, ensure_class_images
+from tests.shipped_methods import SHIPPED
 from tests.training.conftest import tiny_config
 
 

@@ -22,6 +22,7 @@ import torch
 
 from bas.config import Config, to_dict
 from bas.errors import ConfigError
+from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox.devices import device_record
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def weights_dir(cfg: Config) -> Path:
 
 
 def read_record(directory: Path) -> dict:
-    path = directory / "training_record.json"
+    path = directory / TRAINING_RECORD_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -83,7 +84,7 @@ def train_diffusion_model(cfg: Config, work_dir: Path, device: torch.device | st
     from transformers import CLIPTokenizer
 
     from bas.models.tokenizer import write_clip_tokenizer
-    from bas.sandbox import architecture
+    from bas.sandbox import base_model
     from bas.sandbox import train_diffusion as td
 
     sb = cfg.sandbox
@@ -105,8 +106,8 @@ def train_diffusion_model(cfg: Config, work_dir: Path, device: torch.device | st
                                     "ema_decay": sb.ema_decay,
                                     "caption_dropout": sb.caption_dropout, "attribute_dropout": sb.attribute_dropout,
                                     "min_snr_gamma": sb.min_snr_gamma},
-        "architecture": {"unet": _jsonable(architecture.UNET_CONFIG), "vae": _jsonable(architecture.VAE_CONFIG),
-                         "text_encoder": architecture.TEXT_CONFIG},
+        "architecture": {"unet": _jsonable(base_model.UNET_CONFIG), "vae": _jsonable(base_model.VAE_CONFIG),
+                         "text_encoder": base_model.TEXT_CONFIG},
         "device": device_record(device, workers), "wall_time_s": round(time.time() - started, 1), "base_resumed_at_step": resumed_at,
         "validity": {"vae_psnr_db": round(vae_metrics["psnr_db"], 2)},
     }
@@ -122,7 +123,7 @@ def write_validity(cfg: Config, figures: dict) -> dict:
     """Add the base model's validity figures to its training record (atomically)."""
     from bas.io import atomic_write_json
 
-    path = weights_dir(cfg) / "diffusion" / "training_record.json"
+    path = weights_dir(cfg) / "diffusion" / TRAINING_RECORD_FILE
     record = json.loads(path.read_text())
     record.setdefault("validity", {}).update(figures)
     atomic_write_json(path, record)
