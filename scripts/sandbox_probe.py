@@ -52,6 +52,10 @@ CANDIDATES = {
     # both levers above at once: the faster optimiser and the object-focused loss
     "frozen-text-large-lr1e-3-obj3": dict(text="frozen", text_steps=300, counts=(1, 2), count_probs=(0.7, 0.3),
                                           sides=(28, 48), lr=1e-3, object_weight=3.0),
+    # the same, carried on from its step-300 checkpoint with a 1500-step cosine (the lr schedule
+    # is re-planned at step 300: 6.9e-4 there under 600 steps, 9.5e-4 under 1500)
+    "frozen-text-large-lr1e-3-obj3-long": dict(text="frozen", text_steps=300, counts=(1, 2), count_probs=(0.7, 0.3),
+                                               sides=(28, 48), lr=1e-3, object_weight=3.0),
     # batch versus steps at equal samples: twice the updates of half the batch
     "frozen-text-large-lr1e-3-obj3-b16": dict(text="frozen", text_steps=300, counts=(1, 2), count_probs=(0.7, 0.3),
                                               sides=(28, 48), lr=1e-3, object_weight=3.0, batch=16),

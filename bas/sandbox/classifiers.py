@@ -23,6 +23,7 @@ read the diffusion model's samples, which are softer and noisier than the render
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -39,7 +40,8 @@ from bas.config import Config, SandboxConfig, SandboxStage, to_dict
 from bas.io import atomic_dir
 from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import world
-from bas.sandbox.train_diffusion import Checkpointer, _progress, lr_at, stage_rng, to_pixels
+from bas.sandbox.loop import lr_at, train_steps
+from bas.sandbox.train_diffusion import stage_rng, to_pixels
 from bas.models.sandbox_segmenter import (CONFIG_FILE, IMAGE_SIZE, WEIGHTS_FILE, SandboxSegmenter, SegmenterNet,  # noqa: F401
                                           _conv, _load, _pixels_of, _save, as_saved, split_instances)
 
@@ -228,27 +230,10 @@ def _fit(name: str, net: nn.Module, stage: SandboxStage, loss_at: Callable[[nn.M
          work_dir: Path, checkpoint_every: int, log_every: int = 25) -> nn.Module:
     """AdamW with `lr_at`'s schedule over `stage.steps`; resumes from `work_dir/<name>.pt`."""
     opt = torch.optim.AdamW(net.parameters(), lr=stage.lr, weight_decay=1e-4)
-    ckpt = Checkpointer(Path(work_dir), name, every=checkpoint_every)
-    start = 0
-    if (state := ckpt.load()) is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
     net.train()
-    started, losses = time.time(), []
-    for step in range(start, stage.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(stage, step)
-        loss = loss_at(net, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0:
-            _progress(name, step + 1, stage.steps, started, start, loss=float(np.mean(losses[-log_every:])))
-        ckpt.maybe_save(step + 1, lambda: {"step": step + 1, "model": net.state_dict(), "opt": opt.state_dict()})
-    ckpt.maybe_save(stage.steps, lambda: {"step": stage.steps, "model": net.state_dict(), "opt": opt.state_dict()},
-                    force=True)
+    train_steps(name, {"model": net, "opt": opt}, opt, stage.steps, functools.partial(lr_at, stage),
+                lambda step, _: loss_at(net, step), Path(work_dir), checkpoint_every=checkpoint_every,
+                log_every=log_every)
     return net.eval()
 
 

@@ -31,6 +31,7 @@ Held-out sets come from seed streams no training step uses.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -50,7 +51,8 @@ from bas.io import atomic_dir
 from bas.models import registry
 from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import world
-from bas.sandbox.train_diffusion import Checkpointer, _progress, lr_at, stage_rng, world_batch
+from bas.sandbox.loop import lr_at, train_steps
+from bas.sandbox.train_diffusion import stage_rng, world_batch
 
 log = logging.getLogger(__name__)
 
@@ -293,35 +295,14 @@ class _Run:
 
 def _train(run: _Run, stage, work_dir: Path, checkpoint_every: int, log_every: int) -> dict:
     """Run `run` for `stage.steps` steps, resuming from `work_dir`; returns its outcome for the record."""
-    ckpt = Checkpointer(work_dir, run.name, every=checkpoint_every)
-    start = 0
-    if (state := ckpt.load()) is not None:
-        run.model.load_state_dict(state["model"])
-        run.opt.load_state_dict(state["opt"])
-        start = state["step"]
-
-    def snapshot(step: int) -> dict:
-        return {"step": step, "model": run.model.state_dict(), "opt": run.opt.state_dict()}
-
     run.model.train()
-    started, cpu_started, losses = time.time(), time.process_time(), []
-    for step in range(start, stage.steps):
-        for group in run.opt.param_groups:
-            group["lr"] = lr_at(stage, step)
-        loss = run.step_loss(step)
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        run.opt.step()
-        run.after_step()
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0:
-            _progress(run.name, step + 1, stage.steps, started, start, loss=float(np.mean(losses[-log_every:])))
-        ckpt.maybe_save(step + 1, lambda: snapshot(step + 1))
-    ckpt.maybe_save(stage.steps, lambda: snapshot(stage.steps), force=True)
+    outcome = train_steps(run.name, {"model": run.model, "opt": run.opt}, run.opt, stage.steps,
+                          functools.partial(lr_at, stage), lambda step, _: run.step_loss(step), Path(work_dir),
+                          after_step=lambda step: run.after_step(), checkpoint_every=checkpoint_every,
+                          log_every=log_every)
     run.model.eval()
-    steps_run = max(1, stage.steps - start)
-    return {"final_loss": round(float(np.mean(losses[-log_every:])), 4) if losses else None, "resumed_at": start,
-            "cpu_s_per_step": round((time.process_time() - cpu_started) / steps_run, 3)}
+    return {"final_loss": outcome.final_loss(log_every), "resumed_at": outcome.resumed_at,
+            "cpu_s_per_step": outcome.cpu_s_per_step}
 
 
 def _record(cfg: Config, model: str, stage_name: str, architecture: dict, data: dict, started: tuple[float, float],

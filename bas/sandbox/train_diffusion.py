@@ -25,11 +25,9 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import random
-import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -37,9 +35,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from bas.config import SandboxConfig, SandboxStage
-from bas.io import atomic_dir, atomic_path
+from bas.io import atomic_dir
 from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import base_model, world
+from bas.sandbox.loop import lr_at, train_steps
 
 log = logging.getLogger(__name__)
 
@@ -122,43 +121,6 @@ def phase_at(phases: list[SandboxStage], step: int) -> tuple[SandboxStage, int]:
     return phases[-1], step
 
 
-def lr_at(stage: SandboxStage, step: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
-    if step < stage.warmup_steps:
-        return stage.lr * (step + 1) / stage.warmup_steps
-    progress = (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps)
-    return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-class Checkpointer:
-    """A stage's resumable state in `work_dir/<stage>.pt`, written atomically every `every` steps."""
-
-    def __init__(self, work_dir: Path, stage: str, every: int = 100):
-        self.path = work_dir / f"{stage}.pt"
-        self.every = every
-        work_dir.mkdir(parents=True, exist_ok=True)
-
-    def load(self) -> Optional[dict]:
-        if self.path.exists():
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
-            log.info("resuming %s at step %d", self.path, state["step"])
-            return state
-        return None
-
-    def maybe_save(self, step: int, make_state: Callable[[], dict], force: bool = False) -> None:
-        if force or (step % self.every == 0 and step > 0):
-            with atomic_path(self.path) as tmp:
-                torch.save(make_state(), tmp)
-
-
-def _progress(stage: str, step: int, total: int, started: float, first_step: int, **values) -> None:
-    done = step - first_step
-    rate = (time.time() - started) / max(1, done)
-    shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
-    log.info("%s step %d/%d %s (%.2f s/step, %.0f min left)", stage, step, total, shown, rate,
-             rate * (total - step) / 60)
-
-
 # --------------------------------------------------------------------------- VAE
 
 
@@ -169,31 +131,19 @@ def train_vae(cfg: SandboxConfig, work_dir: Path, log_every: int = 50, checkpoin
     vae = base_model.build_vae().to(device)
     stage = cfg.vae
     opt = torch.optim.AdamW(vae.parameters(), lr=stage.lr, weight_decay=0.0)
-    ckpt = Checkpointer(work_dir, "vae", every=checkpoint_every)
-    start = 0
-    if (state := ckpt.load()) is not None:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
-    vae.train()
-    started = time.time()
-    batches = step_batches(functools.partial(vae_batch, cfg), start, stage.steps, workers)
-    for step, pixels in zip(range(start, stage.steps), batches):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(stage, step)
+
+    def loss_of(step: int, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.to(device)
         posterior = vae.encode(pixels).latent_dist
         recon = vae.decode(posterior.sample()).sample
         # L1 keeps edges and patterns crisp; the KL term only keeps latents bounded (SD: 1e-6).
-        loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels) + 1e-6 * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if (step + 1) % log_every == 0:
-            _progress("vae", step + 1, stage.steps, started, start, loss=loss.item())
-        ckpt.maybe_save(step + 1, lambda: {"step": step + 1, "model": vae.state_dict(), "opt": opt.state_dict()})
-    ckpt.maybe_save(stage.steps, lambda: {"step": stage.steps, "model": vae.state_dict(), "opt": opt.state_dict()},
-                    force=True)
+        return F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels) + 1e-6 * posterior.kl().mean()
+
+    vae.train()
+    train_steps("vae", {"model": vae, "opt": opt}, opt, stage.steps, functools.partial(lr_at, stage), loss_of,
+                work_dir, batches=lambda start: step_batches(functools.partial(vae_batch, cfg), start, stage.steps,
+                                                             workers),
+                checkpoint_every=checkpoint_every, log_every=log_every)
     vae.eval()
     metrics = _vae_metrics(vae, cfg, batches=metric_batches)
     vae.register_to_config(scaling_factor=metrics["scaling_factor"])
@@ -251,29 +201,16 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
     total_steps = sum(p.steps for p in phases)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.base.lr, weight_decay=1e-2)
-    ckpt = Checkpointer(work_dir, "base", every=checkpoint_every)
-    start = 0
-    if (state := ckpt.load()) is not None:
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text"])
-        ema_unet.load_state_dict(state["ema_unet"])
-        ema_text.load_state_dict(state["ema_text"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
     unet.train()
     text_encoder.train()
     vae.eval()
-    started, losses = time.time(), []
 
-    def snapshot(step: int) -> dict:
-        return {"step": step, "unet": unet.state_dict(), "text": text_encoder.state_dict(),
-                "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(), "opt": opt.state_dict()}
-
-    batches = step_batches(functools.partial(base_batch, cfg), start, total_steps, workers)
-    for step, (pixels, captions) in zip(range(start, total_steps), batches):
+    def lr_of(step: int) -> float:
         phase, phase_step = phase_at(phases, step)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(phase, phase_step)
+        return lr_at(phase, phase_step)
+
+    def loss_of(step: int, batch: tuple[torch.Tensor, list[str]]) -> torch.Tensor:
+        pixels, captions = batch
         # The step's randomness comes from a CPU generator on every device (module docstring).
         gen = torch.Generator().manual_seed(int(stage_rng(cfg.seed, "base-noise", step).integers(2**62)))
         with torch.no_grad():
@@ -285,19 +222,17 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
         timesteps = timesteps.to(device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
         pred = unet(noisy, timesteps, encode_text(tokenizer, text_encoder, captions)).sample
-        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+
+    def ema_step(step: int) -> None:
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         _ema_update(ema_unet, unet, decay)
         _ema_update(ema_text, text_encoder, decay)
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0:
-            _progress("base", step + 1, total_steps, started, start, loss=float(np.mean(losses[-log_every:])))
-        ckpt.maybe_save(step + 1, lambda: snapshot(step + 1))
-    ckpt.maybe_save(total_steps, lambda: snapshot(total_steps), force=True)
+
+    train_steps("base", {"unet": unet, "text": text_encoder, "ema_unet": ema_unet, "ema_text": ema_text, "opt": opt},
+                opt, total_steps, lr_of, loss_of, work_dir,
+                batches=lambda start: step_batches(functools.partial(base_batch, cfg), start, total_steps, workers),
+                clip=(params, 1.0), after_step=ema_step, checkpoint_every=checkpoint_every, log_every=log_every)
     ema_unet.eval()
     ema_text.eval()
     return ema_unet, ema_text
