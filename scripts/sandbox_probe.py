@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import bas.config
+from bas.config import SandboxStage
 from bas.sandbox import base_model, world
 from bas.sandbox.train_diffusion import encode_text, lr_at, stage_rng, to_pixels
 
@@ -62,27 +63,11 @@ CANDIDATES = {
 }
 
 
-def training_image(rng: np.random.Generator, identities, c: dict) -> world.WorldImage:
-    count = int(rng.choice(list(c["counts"]), p=list(c["count_probs"])))
-    background = str(rng.choice(list(world.BACKGROUNDS)))
-    picks = [identities[j] for j in rng.choice(len(identities), size=count, replace=False)]
-    low, high = c["sides"]
-    for _ in range(20):
-        boxes = []
-        for _obj in picks:
-            side = int(rng.integers(low, high + 1))
-            boxes.append((int(rng.integers(0, world.SIZE - side + 1)), int(rng.integers(0, world.SIZE - side + 1)), side))
-        picture = world.compose(background, picks, boxes, rng)
-        full = [world._shape_mask(o.shape, *b).sum() for o, b in zip(picks, boxes)]
-        if all(m.sum() >= f / 2 for m, f in zip(picture.masks, full)):
-            return picture
-    return world.compose(background, picks[:1], boxes[:1], rng)
-
-
 def batch(seed: int, step: int, c: dict):
     rng = stage_rng(seed, "probe-base", step)
     identities = world.seen_identities(seed)
-    pictures = [training_image(rng, identities, c) for _ in range(c["batch"])]
+    pictures = [world.sample_training_image(rng, identities, counts=c["counts"], count_probs=c["count_probs"],
+                                            sides=c["sides"]) for _ in range(c["batch"])]
     text_rng = random.Random(f"{seed}:probe-captions:{step}")
     captions = ["" if text_rng.random() < c["caption_dropout"] else
                 p.caption(text_rng, drop_attribute=c["attribute_dropout"], drop_background=0.1) for p in pictures]
@@ -148,8 +133,9 @@ def main(argv=None) -> int:
             from bas.sandbox.text_pretrain import pretrain_text_encoder
 
             t0 = time.time()
-            text_record = pretrain_text_encoder(text_encoder, tokenizer, seed, c["text_steps"], 128, 2e-3, 100,
-                                                log=lambda m: print(m, flush=True))
+            text_record = pretrain_text_encoder(text_encoder, tokenizer, seed,
+                                                SandboxStage(c["text_steps"], 128, 2e-3, 100),
+                                                args.out / f"{args.candidate}-text")
             text_record["seconds"] = time.time() - t0
             print("text pretrain", text_record, flush=True)
         text_encoder.requires_grad_(False).eval()

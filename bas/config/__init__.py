@@ -47,6 +47,7 @@ from bas.config.sections import (
     RatingsConfig,
     ReportConfig,
     SandboxConfig,
+    SandboxLayout,
     SandboxStage,
     ScenesConfig,
     ScoringConfig,
@@ -60,7 +61,7 @@ __all__ = [
     "DataRecipe", "DiffusionLossRecipe", "GenerationConfig", "LossWeights", "MIFO_BOX_LOSS_LAYERS", "MethodRecipe",
     "MifoBoxConfig", "ModelSources", "ModelsConfig", "OrchestrationConfig", "PROFILES", "PathsConfig",
     "PhaseRecipe", "PriorImagesConfig", "RESERVED_TERMS", "RatingsConfig", "ReportConfig", "SAMPLERS",
-    "SAMPLER_SETTINGS", "SandboxConfig", "SandboxStage", "ScenesConfig", "ScoringConfig", "SlurmConfig",
+    "SAMPLER_SETTINGS", "SandboxConfig", "SandboxLayout", "SandboxStage", "ScenesConfig", "ScoringConfig", "SlurmConfig",
     "TRAINABLE", "TrainingConfig", "_FieldError", "_check", "_check_field", "apply_profile", "build", "load",
     "parse", "resolve_includes", "scale_recipe", "to_dict",
 ]

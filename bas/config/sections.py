@@ -490,6 +490,23 @@ class SandboxStage:
 
 
 @dataclass(frozen=True)
+class SandboxLayout:
+    """What a base-training image holds: how many objects (drawn with `count_probs`) of which sides."""
+
+    counts: tuple[int, ...] = (1, 2, 3, 4)
+    count_probs: tuple[float, ...] = (0.3, 0.35, 0.25, 0.1)
+    sides: tuple[int, int] = (16, 40)           # pixels, inclusive
+
+    def __post_init__(self) -> None:
+        _check_field(len(self.counts) == len(self.count_probs) and len(self.counts) >= 1, "count_probs",
+                     self.count_probs, "needs one probability per count")
+        _check_field(all(1 <= c <= 4 for c in self.counts), "counts", self.counts, "each must be 1-4")
+        _check_field(abs(sum(self.count_probs) - 1) < 1e-6 and min(self.count_probs) >= 0, "count_probs",
+                     self.count_probs, "must be >= 0 and sum to 1")
+        _check_field(8 <= self.sides[0] <= self.sides[1] <= 64, "sides", self.sides, "must be 8 <= low <= high <= 64")
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     """The sandbox profile: a procedural world and the small models bas trains on it."""
 
@@ -508,6 +525,12 @@ class SandboxConfig:
     segmenter: SandboxStage = field(default_factory=lambda: SandboxStage(3600, 16, 3e-3, 150))
     judge: SandboxStage = field(default_factory=lambda: SandboxStage(800, 32, 2e-3, 30))
     ema_decay: float = 0.999
+    # The base model's text encoder: trained with the UNet (joint), or first pretrained on world
+    # captions alone (`text_pretrain`, bas.sandbox.text_pretrain) and frozen, as SD freezes OpenCLIP.
+    base_text: Literal["joint", "frozen"] = "joint"
+    text_pretrain: SandboxStage = field(default_factory=lambda: SandboxStage(300, 128, 2e-3, 100))
+    base_layout: SandboxLayout = field(default_factory=SandboxLayout)
+    object_loss_weight: float = 1.0   # the diffusion loss on object pixels, relative to the background
     caption_dropout: float = 0.1      # empty caption, so classifier-free guidance works
     attribute_dropout: float = 0.1    # a colour/pattern word left out of a caption
     min_snr_gamma: float = 5.0        # Min-SNR loss weighting (Hang et al. 2023)
@@ -519,6 +542,7 @@ class SandboxConfig:
         _check(0 <= self.ema_decay < 1, "sandbox.ema_decay", self.ema_decay, "must be in [0, 1)")
         _check(0 <= self.caption_dropout < 1, "sandbox.caption_dropout", self.caption_dropout, "must be in [0, 1)")
         _check(self.world_images >= 1, "sandbox.world_images", self.world_images, "must be >= 1")
+        _check(self.object_loss_weight > 0, "sandbox.object_loss_weight", self.object_loss_weight, "must be > 0")
 
 
 # --------------------------------------------------------------------------- top level

@@ -97,7 +97,9 @@ def train_diffusion_model(cfg: Config, work_dir: Path, device: torch.device | st
     checkpoint = work_dir / "base.pt"   # a resumed (or warm-restarted) run says where it started
     resumed_at = (torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)["step"]
                   if checkpoint.exists() else 0)
-    unet, text_encoder = td.train_base(sb, vae, tokenizer, work_dir, device=device, workers=workers)
+    base_record: dict = {}
+    unet, text_encoder = td.train_base(sb, vae, tokenizer, work_dir, device=device, workers=workers,
+                                       record=base_record)
     vae, unet, text_encoder = (m.to("cpu") for m in (vae, unet, text_encoder))
     record = {
         "model": "sandbox base text-to-image model (diffusers UNet2DConditionModel + CLIPTextModel + AutoencoderKL)",
@@ -105,11 +107,15 @@ def train_diffusion_model(cfg: Config, work_dir: Path, device: torch.device | st
                                     "base_restart": to_dict(sb.base_restart) if sb.base_restart else None,
                                     "ema_decay": sb.ema_decay,
                                     "caption_dropout": sb.caption_dropout, "attribute_dropout": sb.attribute_dropout,
-                                    "min_snr_gamma": sb.min_snr_gamma},
+                                    "min_snr_gamma": sb.min_snr_gamma, "base_text": sb.base_text,
+                                    "text_pretrain": to_dict(sb.text_pretrain) if sb.base_text == "frozen" else None,
+                                    "base_layout": to_dict(sb.base_layout),
+                                    "object_loss_weight": sb.object_loss_weight},
         "architecture": {"unet": _jsonable(base_model.UNET_CONFIG), "vae": _jsonable(base_model.VAE_CONFIG),
                          "text_encoder": base_model.TEXT_CONFIG},
         "device": device_record(device, workers), "wall_time_s": round(time.time() - started, 1), "base_resumed_at_step": resumed_at,
-        "validity": {"vae_psnr_db": round(vae_metrics["psnr_db"], 2)},
+        "validity": {"vae_psnr_db": round(vae_metrics["psnr_db"], 2),
+                     **({"text_pretrain": base_record["text_pretrain"]} if "text_pretrain" in base_record else {})},
     }
     td.save_diffusion(weights_dir(cfg) / "diffusion", vae, unet, text_encoder, record)
     return record

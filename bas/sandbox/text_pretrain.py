@@ -16,16 +16,19 @@ cross-attention is already done.
 
 from __future__ import annotations
 
-import math
+import functools
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bas.config import SandboxStage
 from bas.sandbox import world
+from bas.sandbox.loop import lr_at, train_steps
 
 NONE = "none"
 HEAD_CLASSES = {
@@ -148,31 +151,24 @@ def losses(text_encoder, heads: CaptionHeads, tokenizer, labels: list[CaptionLab
     return total, accuracy
 
 
-def pretrain_text_encoder(text_encoder, tokenizer, seed: int, steps: int, batch_size: int, lr: float,
-                          warmup_steps: int, drop_attribute: float = 0.1, drop_background: float = 0.1,
-                          log=None) -> dict:
-    """Train `text_encoder` in place on the caption objective; returns held-out accuracies."""
+def pretrain_text_encoder(text_encoder, tokenizer, seed: int, stage: SandboxStage, work_dir: Path,
+                          drop_attribute: float = 0.1, drop_background: float = 0.1, log_every: int = 100) -> dict:
+    """Train `text_encoder` in place on the caption objective (resumable from
+    `work_dir/text_pretrain.pt`); returns held-out accuracies."""
     shape_ids = shape_token_ids(tokenizer)
     width = text_encoder.config.hidden_size
     torch.manual_seed(seed + 2)
     heads = CaptionHeads(width)
     params = list(text_encoder.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=1e-2)
     text_encoder.train()
-    for step in range(steps):
-        peak = lr * (step + 1) / warmup_steps if step < warmup_steps else \
-            lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps))))
-        for group in opt.param_groups:
-            group["lr"] = peak
-        loss, acc = losses(text_encoder, heads, tokenizer,
-                           caption_batch(seed, step, batch_size, drop_attribute, drop_background), shape_ids)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if log is not None and (step + 1) % 100 == 0:
-            log(f"text-pretrain step {step + 1}/{steps} loss {loss.item():.4f} " +
-                " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+
+    def loss_of(step: int, _) -> torch.Tensor:
+        return losses(text_encoder, heads, tokenizer,
+                      caption_batch(seed, step, stage.batch_size, drop_attribute, drop_background), shape_ids)[0]
+
+    train_steps("text_pretrain", {"text": text_encoder, "heads": heads, "opt": opt}, opt, stage.steps,
+                functools.partial(lr_at, stage), loss_of, Path(work_dir), clip=(params, 1.0), log_every=log_every)
     text_encoder.eval()
     with torch.no_grad():
         held = [caption_batch(seed + 10_000, k, 256, drop_attribute, drop_background,

@@ -27,14 +27,14 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from bas.config import SandboxConfig, SandboxStage
+from bas.config import SandboxConfig, SandboxLayout, SandboxStage
 from bas.io import atomic_dir
 from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import base_model, world
@@ -54,11 +54,12 @@ def stage_rng(seed: int, stage: str, step: int) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def world_batch(seed: int, stage: str, step: int, batch_size: int,
-                identities=None) -> list[world.WorldImage]:
+def world_batch(seed: int, stage: str, step: int, batch_size: int, identities=None,
+                layout: Optional[SandboxLayout] = None) -> list[world.WorldImage]:
     rng = stage_rng(seed, stage, step)
     identities = identities or world.seen_identities(seed)
-    return [world.sample_training_image(rng, identities) for _ in range(batch_size)]
+    kwargs = {} if layout is None else dict(counts=layout.counts, count_probs=layout.count_probs, sides=layout.sides)
+    return [world.sample_training_image(rng, identities, **kwargs) for _ in range(batch_size)]
 
 
 def to_pixels(images: list[world.WorldImage]) -> torch.Tensor:
@@ -95,16 +96,31 @@ def vae_batch(cfg: SandboxConfig, step: int) -> torch.Tensor:
     return to_pixels(world_batch(cfg.seed, "vae", step, cfg.vae.batch_size))
 
 
-def base_batch(cfg: SandboxConfig, step: int) -> tuple[torch.Tensor, list[str]]:
-    """The base model's training pixels and (augmented) captions of global `step`."""
+def base_batch(cfg: SandboxConfig, step: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """The base model's training pixels, (augmented) captions and object masks at the latent's
+    side, (B, 1, 32, 32) (the share of each latent pixel covered by objects), of global `step`."""
     phase, _ = phase_at(base_phases(cfg), step)
     # Batches, noise and captions are keyed by the global step: a restart continues the stream.
-    images = world_batch(cfg.seed, "base", step, phase.batch_size)
+    images = world_batch(cfg.seed, "base", step, phase.batch_size, layout=cfg.base_layout)
     text_rng = random.Random(f"{cfg.seed}:base-captions:{step}")
     captions = ["" if text_rng.random() < cfg.caption_dropout else
                 w.caption(text_rng, drop_attribute=cfg.attribute_dropout, drop_background=0.1)
                 for w in images]
-    return to_pixels(images), captions
+    masks = np.stack([np.any(w.masks, axis=0) if len(w.masks) else np.zeros(w.image.shape[:2], bool)
+                      for w in images]).astype(np.float32)                                   # (B, 64, 64)
+    return to_pixels(images), captions, F.avg_pool2d(torch.from_numpy(masks)[:, None], 2)
+
+
+def diffusion_loss(pred: torch.Tensor, noise: torch.Tensor, sample_weight: torch.Tensor,
+                   object_share: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """The base model's loss: each sample's MSE weighted by `sample_weight` (B,) (Min-SNR), the
+    batch averaged. With `object_weight` w != 1 a latent pixel weighs 1 + (w - 1) x its object
+    share `object_share` (B, 1, h, w), normalised per sample so the loss keeps its scale."""
+    if object_weight == 1:
+        return (sample_weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+    pixel_weight = 1.0 + (object_weight - 1.0) * object_share                               # (B, 1, h, w)
+    per_sample = (pixel_weight * (pred - noise).pow(2)).mean(dim=(1, 2, 3)) / pixel_weight.mean(dim=(1, 2, 3))
+    return (sample_weight * per_sample).mean()
 
 
 def base_phases(cfg: SandboxConfig) -> list[SandboxStage]:
@@ -183,13 +199,27 @@ def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
 
 
 def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: int = 20,
-               checkpoint_every: int = 100, device: torch.device | str = "cpu", workers: int = 0):
-    """Train UNet + text encoder on world captions; returns the EMA (unet, text_encoder), on `device`."""
+               checkpoint_every: int = 100, device: torch.device | str = "cpu", workers: int = 0,
+               record: Optional[dict] = None):
+    """Train UNet + text encoder on world captions; returns the EMA (unet, text_encoder), on `device`.
+
+    With `cfg.base_text: frozen` the text encoder is first pretrained on captions alone and then
+    frozen (only the UNet trains); its held-out accuracies go into `record["text_pretrain"]`."""
     from diffusers import DDPMScheduler
 
     torch.manual_seed(cfg.seed + 1)
     unet = base_model.build_unet()
     text_encoder = base_model.build_text_encoder()
+    frozen_text = cfg.base_text == "frozen"
+    if frozen_text:
+        from bas.sandbox.text_pretrain import pretrain_text_encoder
+
+        accuracies = pretrain_text_encoder(text_encoder, tokenizer, cfg.seed, cfg.text_pretrain, work_dir,
+                                           drop_attribute=cfg.attribute_dropout)
+        log.info("text encoder pretrained on captions: held-out %s", accuracies)
+        if record is not None:
+            record["text_pretrain"] = accuracies
+        text_encoder.requires_grad_(False)
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text_encoder)
     for module in (unet, text_encoder, ema_unet, ema_text):
         module.to(device)
@@ -199,18 +229,18 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
     snr = alphas_cumprod / (1 - alphas_cumprod)
     phases = base_phases(cfg)
     total_steps = sum(p.steps for p in phases)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = list(unet.parameters()) + ([] if frozen_text else list(text_encoder.parameters()))
     opt = torch.optim.AdamW(params, lr=cfg.base.lr, weight_decay=1e-2)
     unet.train()
-    text_encoder.train()
+    text_encoder.train(not frozen_text)
     vae.eval()
 
     def lr_of(step: int) -> float:
         phase, phase_step = phase_at(phases, step)
         return lr_at(phase, phase_step)
 
-    def loss_of(step: int, batch: tuple[torch.Tensor, list[str]]) -> torch.Tensor:
-        pixels, captions = batch
+    def loss_of(step: int, batch: tuple[torch.Tensor, list[str], torch.Tensor]) -> torch.Tensor:
+        pixels, captions, object_share = batch
         # The step's randomness comes from a CPU generator on every device (module docstring).
         gen = torch.Generator().manual_seed(int(stage_rng(cfg.seed, "base-noise", step).integers(2**62)))
         with torch.no_grad():
@@ -221,13 +251,16 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
         weight = (torch.clamp(snr[timesteps], max=cfg.min_snr_gamma) / snr[timesteps]).to(device)   # (B,)
         timesteps = timesteps.to(device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
-        pred = unet(noisy, timesteps, encode_text(tokenizer, text_encoder, captions)).sample
-        return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        with torch.set_grad_enabled(not frozen_text):
+            context = encode_text(tokenizer, text_encoder, captions)
+        pred = unet(noisy, timesteps, context).sample
+        return diffusion_loss(pred, noise, weight, object_share.to(device), cfg.object_loss_weight)
 
     def ema_step(step: int) -> None:
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         _ema_update(ema_unet, unet, decay)
-        _ema_update(ema_text, text_encoder, decay)
+        if not frozen_text:
+            _ema_update(ema_text, text_encoder, decay)
 
     train_steps("base", {"unet": unet, "text": text_encoder, "ema_unet": ema_unet, "ema_text": ema_text, "opt": opt},
                 opt, total_steps, lr_of, loss_of, work_dir,

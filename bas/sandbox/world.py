@@ -300,16 +300,18 @@ def compose(background: str, objects: Sequence[Identity], boxes: Sequence[tuple[
     return WorldImage(img, visible, list(objects), list(boxes), background)
 
 
-def sample_training_image(rng: np.random.Generator, identities: Sequence[Identity],
-                          max_tries: int = 20) -> WorldImage:
-    """A base-training image: 1-4 distinct identities, each at least half visible."""
-    count = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1]))
+def sample_training_image(rng: np.random.Generator, identities: Sequence[Identity], max_tries: int = 20,
+                          counts: Sequence[int] = (1, 2, 3, 4), count_probs: Sequence[float] = (0.3, 0.35, 0.25, 0.1),
+                          sides: tuple[int, int] = (MIN_SIDE, MAX_SIDE)) -> WorldImage:
+    """A base-training image: `counts` distinct identities (drawn with `count_probs`) of `sides`
+    pixels, each at least half visible."""
+    count = int(rng.choice(list(counts), p=list(count_probs)))
     background = str(rng.choice(list(BACKGROUNDS)))
     picks = [identities[j] for j in rng.choice(len(identities), size=count, replace=False)]
     for _ in range(max_tries):
         boxes = []
         for _obj in picks:
-            side = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+            side = int(rng.integers(sides[0], sides[1] + 1))
             boxes.append((int(rng.integers(0, SIZE - side + 1)), int(rng.integers(0, SIZE - side + 1)), side))
         world = compose(background, picks, boxes, rng)
         full = [_shape_mask(o.shape, *b).sum() for o, b in zip(picks, boxes)]

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import math
 import os
+import random
 
 import pytest
 import torch
@@ -170,11 +171,12 @@ def test_step_batches_come_in_step_order_from_workers():
 
 def test_base_batch_follows_the_phase_of_its_global_step():
     cfg = dataclasses.replace(TINY, base=SandboxStage(2, 3, 5e-4, 1), base_restart=SandboxStage(2, 1, 5e-4, 1))
-    pixels, captions = td.base_batch(cfg, 1)
-    assert pixels.shape == (3, 3, 64, 64) and len(captions) == 3
-    pixels, captions = td.base_batch(cfg, 2)                 # the restart's batch size
+    pixels, captions, share = td.base_batch(cfg, 1)
+    assert pixels.shape == (3, 3, 64, 64) and len(captions) == 3 and share.shape == (3, 1, 32, 32)
+    pixels, captions, share = td.base_batch(cfg, 2)          # the restart's batch size
     assert pixels.shape == (1, 3, 64, 64) and len(captions) == 1
-    again, again_captions = td.base_batch(cfg, 2)
+    assert 0 < share.mean() < 1 and share.min() >= 0 and share.max() <= 1   # objects cover part of the image
+    again, again_captions, _ = td.base_batch(cfg, 2)
     assert torch.equal(pixels, again) and captions == again_captions
 
 
@@ -201,3 +203,48 @@ def test_device_and_workers_are_checked_before_any_training():
     record = device_record("cpu", workers=3)
     assert record["device"] == "cpu" and record["render_workers"] == 3 and "gpu" not in record
     assert "render_workers" not in device_record("cpu")
+
+
+def test_a_frozen_text_encoder_is_pretrained_then_left_as_it_is(tmp_path, vae, tokenizer):
+    """`base_text: frozen`: the encoder learns the caption objective first (its accuracies go in
+    the record), then only the UNet trains: the saved encoder is the pretrained one."""
+    frozen = dataclasses.replace(TINY, base_text="frozen", text_pretrain=SandboxStage(3, 8, 2e-3, 1))
+    record: dict = {}
+    unet, text = td.train_base(frozen, vae, tokenizer, tmp_path / "frozen", record=record)
+    assert set(record["text_pretrain"]) == {"shape", "colour", "pattern", "background"}
+
+    from bas.sandbox import base_model
+    from bas.sandbox.text_pretrain import pretrain_text_encoder
+
+    torch.manual_seed(frozen.seed + 1)
+    base_model.build_unet()
+    pretrained = base_model.build_text_encoder()
+    pretrain_text_encoder(pretrained, tokenizer, frozen.seed, frozen.text_pretrain, tmp_path / "alone")
+    _assert_same(_state(text), _state(pretrained))
+    joint_unet, joint_text = td.train_base(TINY, vae, tokenizer, tmp_path / "joint")
+    assert not all(torch.equal(a, b) for a, b in zip(_state(text).values(), _state(joint_text).values()))
+
+
+def test_object_pixels_weigh_more_with_an_object_loss_weight():
+    pred, noise = torch.zeros(2, 4, 8, 8), torch.ones(2, 4, 8, 8)
+    noise[:, :, :4] = 3.0                                     # the error is larger on the object half
+    share = torch.zeros(2, 1, 8, 8)
+    share[:, :, :4] = 1.0
+    weights = torch.tensor([1.0, 0.5])
+    plain = td.diffusion_loss(pred, noise, weights, share, 1.0)
+    assert plain.item() == pytest.approx(((9 + 1) / 2) * 0.75)          # (B,) weights averaged: (1 + 0.5) / 2
+    heavy = td.diffusion_loss(pred, noise, weights, share, 3.0)
+    assert heavy.item() == pytest.approx(((3 * 9 + 1) / 4) * 0.75)       # object pixels count 3 times
+    assert td.diffusion_loss(pred, noise, weights, torch.zeros_like(share), 3.0).item() == pytest.approx(plain.item())
+
+
+def test_the_base_layout_sets_object_counts_and_sides():
+    from bas.config import SandboxLayout
+
+    one_large = SandboxLayout(counts=(1,), count_probs=(1.0,), sides=(40, 48))
+    images = td.world_batch(0, "layout", 0, 16, layout=one_large)
+    assert all(len(w.objects) == 1 for w in images)
+    assert all(40 <= w.boxes[0][2] <= 48 and w.masks[0].any() for w in images)
+    default = td.world_batch(0, "layout", 0, 16)
+    assert [w.caption(random.Random(0)) for w in default] == \
+        [w.caption(random.Random(0)) for w in td.world_batch(0, "layout", 0, 16, layout=SandboxLayout())]
