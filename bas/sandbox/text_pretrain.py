@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bas.sandbox import world
+from bas.sandbox.train_diffusion import stage_rng
 
 NONE = "none"
 HEAD_CLASSES = {
@@ -112,8 +113,6 @@ def encode_batch(tokenizer, labels: list[CaptionLabels], shape_ids: dict[str, in
 
 def caption_batch(seed: int, step: int, batch_size: int, drop_attribute: float, drop_background: float,
                   identities=None) -> list[CaptionLabels]:
-    from bas.sandbox.train_diffusion import stage_rng
-
     rng = stage_rng(seed, "text-pretrain", step)
     text_rng = random.Random(f"{seed}:text-pretrain-captions:{step}")
     identities = identities or world.seen_identities(seed)

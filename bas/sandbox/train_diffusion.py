@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bas.config import SandboxConfig, SandboxStage
 from bas.io import atomic_dir
+from bas.models.tokenizer import write_clip_tokenizer
 from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import base_model, world
 from bas.sandbox.loop import lr_at, train_steps
@@ -185,6 +186,7 @@ def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
 def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: int = 20,
                checkpoint_every: int = 100, device: torch.device | str = "cpu", workers: int = 0):
     """Train UNet + text encoder on world captions; returns the EMA (unet, text_encoder), on `device`."""
+    # diffusers: only when the base model trains (classifiers, embedders and validity import this module)
     from diffusers import DDPMScheduler
 
     torch.manual_seed(cfg.seed + 1)
@@ -240,8 +242,6 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
 
 def save_diffusion(root: Path, vae, unet, text_encoder, record: dict) -> None:
     """Write the diffusers layout that `bas.models.registry.load_diffusion` reads, in fp16."""
-    from bas.models.tokenizer import write_clip_tokenizer
-
     with atomic_dir(root) as tmp:
         for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
             copy.deepcopy(module).to(torch.float16).save_pretrained(tmp / name, safe_serialization=True)
