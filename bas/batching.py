@@ -12,6 +12,9 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 from bas.errors import BasError
 
+# torch is imported in the two functions that need it: bas.generation.run imports this module and
+# stays free of torch (bas.done plans a grid with it; CLI start-up).
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_overrides(items: Sequence[str]) -> dict:
-    import yaml
+    import yaml   # only with -S: `bas --help` starts without it
 
     overrides = {}
     for item in items:
@@ -89,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def load_config(args: argparse.Namespace):
     """The config for a subcommand: params file plus -S overrides."""
-    from bas import config
+    from bas import config   # bas.config imports pandas (bas.schema): not for `bas --help`
 
     return config.load(args.params, parse_overrides(args.overrides))
 

@@ -8,11 +8,12 @@ score its direction and aggregation, and the report reads both from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
-
-import pandas as pd
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from bas.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ METRICS: dict[str, Metric] = {
 
 def frame(rows: Iterable[Mapping], columns: tuple[Column, ...]) -> pd.DataFrame:
     """A DataFrame with exactly `columns`, in order, with their dtypes."""
+    import pandas as pd   # the config reads the metric registry from here; `bas config` needs no pandas
+
     df = pd.DataFrame(list(rows), columns=[c.name for c in columns])
     return df.astype({c.name: c.dtype for c in columns})
 

@@ -161,6 +161,7 @@ def current_work(cfg: Config) -> dict[str, list[str]]:
 
 def pool_queue(cfg: Config) -> dict[str, list[str]]:
     """The work pool's flow runs not finished: state name -> run names."""
+    # prefect: only to read the work pool's queue (`bas slurm submit/cancel` start without it)
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
                                                 WorkPoolFilter, WorkPoolFilterName)

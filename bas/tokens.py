@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from bas.errors import DataError
+from bas.io import atomic_path
 from bas.paths import TOKENS_FILE, TRAIN_JSON, TRAINED_WEIGHTS_FILE
 
 
@@ -73,10 +76,6 @@ def token_rows(text_encoder, ids: Sequence[int]) -> dict[int, torch.Tensor]:
 
 def save_tokens(path: Path, tokens: Sequence[str], ids: Sequence[int], text_encoder,
                 class_names: Sequence[str]) -> None:
-    from safetensors.torch import save_file
-
-    from bas.io import atomic_path
-
     weight = text_encoder.get_input_embeddings().weight
     tensors = {tok: weight[i].detach().float().cpu().contiguous() for tok, i in zip(tokens, ids)}
     with atomic_path(path) as tmp:
@@ -84,8 +83,6 @@ def save_tokens(path: Path, tokens: Sequence[str], ids: Sequence[int], text_enco
 
 
 def load_tokens(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    from safetensors import safe_open
-
     if not path.exists():
         raise DataError(f"learned tokens not found: {path}")
     with safe_open(str(path), framework="pt") as f:
@@ -97,10 +94,6 @@ def load_tokens(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
 
 def save_trained_weights(path: Path, modules: dict[str, torch.nn.Module], names: dict[str, Sequence[str]]) -> None:
     """Save the named parameters of each module (`{"unet": [...], "text_encoder": [...]}`)."""
-    from safetensors.torch import save_file
-
-    from bas.io import atomic_path
-
     tensors = {}
     for prefix, module in modules.items():
         params = dict(module.named_parameters())
@@ -116,8 +109,6 @@ def apply_trained(parts, train_dir: Path) -> list[str]:
 
     `parts` is a `bas.models.DiffusionParts` of the base model, modified in place.
     """
-    from safetensors.torch import load_file
-
     train_dir = Path(train_dir)
     _check_weights_present(train_dir)
     learned, class_names = load_tokens(train_dir / TOKENS_FILE)

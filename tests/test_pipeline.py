@@ -43,8 +43,10 @@ def test_train_generate_trains_then_makes_the_grid(trained):
 def test_finished_work_is_skipped_without_loading_a_model(trained, monkeypatch):
     cfg, scene_id, _ = trained
     import bas.models
+    import bas.training.engine
 
     monkeypatch.setattr(bas.models, "load_diffusion", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(bas.training.engine, "load_diffusion", lambda *a, **k: pytest.fail("loaded a model"))
     summary = pipeline.train_generate(cfg, "bas", scene_id)
     assert not summary["trained"] and summary["images_generated"] == 0 and summary["images"] == 3
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# The library is imported inside the command functions, so that `bas --help` and the other commands start fast.
+
 import argparse
 import dataclasses
 from pathlib import Path

@@ -5,6 +5,8 @@ Needs a Prefect server (`PREFECT_API_URL`); see docs/ORCHESTRATION.md.
 
 from __future__ import annotations
 
+# The library is imported inside the command functions, so that `bas --help` and the other commands start fast.
+
 import argparse
 from pathlib import Path
 

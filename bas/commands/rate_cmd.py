@@ -10,6 +10,8 @@ The study's questions are sampled from the runs the first time any of these open
 
 from __future__ import annotations
 
+# The library is imported inside the command functions, so that `bas --help` and the other commands start fast.
+
 import argparse
 import dataclasses
 import ipaddress

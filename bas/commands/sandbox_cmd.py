@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+# The library is imported inside the command functions, so that `bas --help` and the other commands start fast.
+
 import argparse
 import json
 from pathlib import Path

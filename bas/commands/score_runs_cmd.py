@@ -6,6 +6,8 @@ run a scene, here or on the GPU work pool.
 
 from __future__ import annotations
 
+# The library is imported inside the command functions, so that `bas --help` and the other commands start fast.
+
 import argparse
 
 

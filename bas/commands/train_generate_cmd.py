@@ -6,6 +6,8 @@ The dvc.yaml stage `train_generate@<method>`. Runs the Prefect flow
 
 from __future__ import annotations
 
+# The library is imported inside the command functions, so that `bas --help` and the other commands start fast.
+
 import argparse
 
 

@@ -7,6 +7,8 @@ the worker's name for the attempt records, the one GPU it owns) and replaces its
 
 from __future__ import annotations
 
+# The library is imported inside the command functions, so that `bas --help` and the other commands start fast.
+
 import argparse
 import os
 import sys

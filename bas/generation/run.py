@@ -22,15 +22,17 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from bas import paths
 from bas.batching import batched
-from bas.config import Config
+from bas.config import Config, to_dict
 from bas.errors import DataError
 from bas.generation.grid import GridItem, build_grid, concept_subsets
 from bas.generation.sampler_registry import SAMPLER_SETTINGS, get_sampler
 from bas.io import atomic_save_image, atomic_write_json, atomic_write_parquet
 from bas.paths import TOKENS_FILE, TRAIN_JSON
+from bas.scenes import load_scene
 from bas.schema import MANIFEST_COLUMNS, frame
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ def _token_rows(parts, tokens: Sequence[str]) -> dict:
 
 
 def settings_for(cfg: Config, method: str, scene_id: str, profile: str, tokens_sha256: str) -> dict:
-    from bas.config import to_dict
+    # bas.models imports torch: bas.done plans a grid (plan_grid) without it (CLI start-up)
     from bas.models.registry import DDIM_STEPS_OFFSET
 
     gen = cfg.generation
@@ -121,7 +123,7 @@ def manifest_frame(items: Sequence[GridItem], method: str, sampler: str) -> pd.D
 
 
 def _device_settings(parts, cfg: Config):
-    import torch
+    import torch   # torch: only when images are made (bas.done imports this module without it)
 
     device = parts.unet.device
     dtype = None
@@ -176,8 +178,6 @@ def _log_grid(plan: GridPlan, method: str, scene) -> None:
 
 def _make_images(parts, items: list[GridItem], scene, method: str, cfg: Config, out_dir: Path,
                  progress: bool) -> None:
-    from tqdm.auto import tqdm
-
     sampler = get_sampler(cfg.generation.sampler)
     dtype, invariant = _device_settings(parts, cfg)
     images_dir = paths.images_dir(out_dir)
@@ -236,8 +236,8 @@ def generate_run(cfg: Config, method: str, scene_id: str, run: Optional[str | Pa
     `out`: where images, manifest and settings go (default: the run directory), e.g. a second
     grid of the same training made with another sampler (`generation.sampler: mifo_box`).
     """
+    # The models and the tokens file import torch: only when a grid is made (bas.done, CLI start-up)
     from bas.models import load_diffusion, pick_device
-    from bas.scenes import load_scene
     from bas.tokens import apply_trained, load_tokens
 
     run = Path(run) if run else paths.run_dir(cfg, method, scene_id)

@@ -67,6 +67,7 @@ def denoise(parts, cond: torch.Tensor, uncond: torch.Tensor, latents: torch.Tens
     `step_callback(i, t, latents) -> latents`, if given, may alter the latents before each
     step (box-controlled samplers optimise them there).
     """
+    # diffusers: only when sampling (bas.sandbox.validity and mifo_box import this module)
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler.from_config(parts.sampler_scheduler.config)  # own state per call

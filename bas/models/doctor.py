@@ -26,7 +26,7 @@ class Device:
 
     @classmethod
     def detect(cls) -> "Device":
-        import torch
+        import torch   # torch: only to probe the device; the rest of the check reads files
 
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)

@@ -25,6 +25,9 @@ from urllib.parse import urlparse
 from bas.config import ModelsConfig
 from bas.errors import ModelNotAvailableError
 
+# huggingface_hub's client, open_clip and timm are imported in the functions that use them:
+# bas.done and bas.training.prior read `sd21_identity` from here without them (CLI start-up).
+
 # params key under models.sd21 -> the environment variable that names a local copy instead
 ENV_OVERRIDES = {
     "diffusion": "BAS_SD21_DIFFUSION",

@@ -43,6 +43,7 @@ class ParameterCounts:
 @functools.lru_cache(maxsize=1)
 def sd21_parameter_counts() -> ParameterCounts:
     """Exact parameter counts of SD 2.1-base's parts, from their configs (no weights)."""
+    # torch, diffusers, transformers: only when the counts are made (cached; `bas models check` start-up)
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel

@@ -14,18 +14,26 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import huggingface_hub.constants as hub_constants
 import torch
 
 from bas.config import ModelsConfig
 from bas.errors import ConfigError, ModelNotAvailableError
+from bas.models import tiny
+from bas.models.fetch import CLIP_FILES, clip_hub_file, dino_hub_repo
 from bas.models.fetch import ENV_OVERRIDES, hub_reachable, sd21_identity  # noqa: F401 (re-exported)
 from bas.paths import TRAINING_RECORD_FILE
+
+# diffusers, transformers, open_clip, timm and the hub's download client are imported by the
+# loaders that use them: readers of this module's names (DDIM_STEPS_OFFSET, sandbox_weights_dir,
+# the digests; bas.done, bas.generation.run, `bas models check`) do not load them.
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +126,6 @@ def resolve_sources(cfg: ModelsConfig) -> Sources:
                        maskformer_revision=revision("maskformer", values["maskformer"]),
                        clip_tag=src.clip_pretrained)
     if cfg.profile == "tiny":
-        from bas.models import tiny
-
         root = tiny.ensure_tiny(Path(cfg.cache_dir), cfg.tiny_seed)
         return Sources(
             profile="tiny", diffusion=str(root / "diffusion"), clip_model=tiny.CLIP_MODEL_NAME,
@@ -159,8 +165,6 @@ def sandbox_sources(root: Path, **part_dirs: Path) -> Sources:
     fails when it is loaded (`require_sandbox_part`), so a run that needs only the diffusion
     model does not need the scorers.
     """
-    import json
-
     dirs = {part: Path(part_dirs.get(part, Path(root) / part)) for part in SANDBOX_PARTS}
     kwargs_file = dirs["dino"] / SANDBOX_DINO_KWARGS
     dino_kwargs = json.loads(kwargs_file.read_text()) if kwargs_file.exists() else {}
@@ -205,8 +209,6 @@ def _hub_mode() -> Iterator[None]:
     if hub_reachable():
         yield
         return
-    import huggingface_hub.constants as hub_constants
-
     before = hub_constants.HF_HUB_OFFLINE
     hub_constants.HF_HUB_OFFLINE = True
     try:
@@ -308,8 +310,6 @@ def _sd21_clip(open_clip, s: Sources):
     if not Path(path).is_file():
         from huggingface_hub import hf_hub_download
 
-        from bas.models.fetch import CLIP_FILES, clip_hub_file
-
         repo_id, _ = clip_hub_file(s.clip_model, s.clip_pretrained)
         tag_cfg = open_clip.get_pretrained_cfg(s.clip_model, s.clip_pretrained) or {}
         last: Optional[Exception] = None
@@ -338,8 +338,6 @@ def load_dino(s: Sources) -> tuple[Any, Callable]:
     try:
         overlay = {"file": s.dino_file} if s.dino_file else {}
         if s.dino_revision and not s.dino_file:   # timm reads "<repo>@<revision>"
-            from bas.models.fetch import dino_hub_repo
-
             overlay["hf_hub_id"] = f"{dino_hub_repo(s.dino)}@{s.dino_revision}"
         if "img_size" in s.dino_kwargs:  # the pretrained tag's input size is not this model's
             overlay["input_size"] = (3, s.dino_kwargs["img_size"], s.dino_kwargs["img_size"])
@@ -386,7 +384,8 @@ def _load_sandbox_segmenter(s: Sources):
         log.warning("no sandbox segmenter in %s: scoring cannot segment generated images until "
                     "`bas sandbox train --only segmenter` has written it", s.segmenter)
         return None
-    # Imported here: it imports torch, which reading the registry's names does not need.
+    # Imported here: it imports PIL and scipy, which only the sandbox profile's scoring needs
+    # (bas.models is imported by the engine, and through it by bas.done and the CLI's stages).
     from bas.models.sandbox_segmenter import SandboxSegmenter
 
     return SandboxSegmenter.load(Path(s.segmenter))

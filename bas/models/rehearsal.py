@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+# torch, diffusers, transformers, open_clip and timm are imported by the writers that use them: the
+# rehearsal's driver (local_copy_env, rehearse) runs the bas commands in subprocesses and needs none.
+
 COMPLETE = "COMPLETE"   # written last: a folder without it is rebuilt
 
 

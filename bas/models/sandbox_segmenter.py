@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file, save_file
+from scipy import ndimage
 from torch import nn
 
 from bas.models.segmentation import Segmentation
@@ -78,8 +80,6 @@ def split_instances(labels: np.ndarray, class_names: Sequence[str], min_area: in
     Components smaller than `min_area` pixels are dropped (their pixels are left unassigned).
     Segment ids count from 1 in class order, then in scan order of each component's first pixel.
     """
-    from scipy import ndimage
-
     segment_map = np.zeros(labels.shape, np.int64)
     segment_classes: dict[int, str] = {}
     for k in range(1, len(class_names)):
@@ -105,16 +105,12 @@ def _pixels_of(images: Sequence[Image.Image]) -> torch.Tensor:
 
 def _save(directory: Path, net: nn.Module, config: dict) -> None:
     """fp16 safetensors (float tensors; BatchNorm's step counter stays an integer) + config json."""
-    from safetensors.torch import save_file
-
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _load(directory: Path, kind: str, build: Callable[[dict], nn.Module]) -> tuple[nn.Module, dict]:
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     config = json.loads((directory / CONFIG_FILE).read_text())
     if config.get("kind") != kind:

@@ -20,6 +20,14 @@ from typing import Optional, Union
 
 import torch
 
+from bas.models.coco_classes import PANOPTIC_LABELS
+from bas.models.registry import DiffusionParts, ScorerParts, protocol_sampler
+from bas.models.tiny import SCHEDULER_CONFIG
+from bas.models.tokenizer import write_clip_tokenizer
+
+# diffusers, transformers, open_clip and timm are imported by the builders that use them: the
+# configs here are read as data (`bas models check`'s parameter counts) without loading them.
+
 # stable-diffusion-2-1-base/unet/config.json (865.9M parameters)
 SD21_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -71,8 +79,6 @@ def parameter_count(module: torch.nn.Module) -> int:
 def _tokenizer(directory: Optional[Path]):
     from transformers import CLIPTokenizer
 
-    from bas.models.tokenizer import write_clip_tokenizer
-
     if directory is None:
         with tempfile.TemporaryDirectory(prefix="bas-tokenizer-") as tmp:
             write_clip_tokenizer(Path(tmp) / "tokenizer")
@@ -87,9 +93,6 @@ def build_diffusion(device: Device = "cpu", seed: int = 0, tokenizer_dir: Option
     (`meta`: shapes only), the CLIP tokenizer and the protocol's schedulers."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from bas.models.registry import DiffusionParts, protocol_sampler
-    from bas.models.tiny import SCHEDULER_CONFIG
 
     torch.manual_seed(seed)
     with torch.device(device):
@@ -107,8 +110,6 @@ def build_diffusion(device: Device = "cpu", seed: int = 0, tokenizer_dir: Option
 def maskformer_config():
     from transformers import MaskFormerConfig, SwinConfig
 
-    from bas.models.coco_classes import PANOPTIC_LABELS
-
     id2label = dict(enumerate(PANOPTIC_LABELS))
     return MaskFormerConfig(backbone_config=SwinConfig(**MASKFORMER_SWIN_L_BACKBONE), id2label=id2label,
                             label2id={v: k for k, v in id2label.items()}, **MASKFORMER_SWIN_L)
@@ -119,8 +120,6 @@ def build_scorers(device: Device = "cpu", seed: int = 0):
     import open_clip
     import timm
     from transformers import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
-
-    from bas.models.registry import ScorerParts
 
     torch.manual_seed(seed)
     # open_clip moves the model itself; on `meta` it must be built there, not moved there.

@@ -18,10 +18,14 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from bas.io import atomic_dir
 from bas.models.coco_classes import PANOPTIC_LABELS
 from bas.models.tokenizer import write_clip_tokenizer
+
+# diffusers, transformers, open_clip and timm are imported by the builders: only when the tiny
+# models are (re)built; the registry reads this module's names (TINY_VERSION, SCHEDULER_CONFIG) without them.
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +118,6 @@ def _build_clip(root: Path, seed: int) -> None:
 
 def _build_dino(root: Path, seed: int) -> None:
     import timm
-    from safetensors.torch import save_file
 
     root.mkdir(parents=True)
     torch.manual_seed(seed + 4)

@@ -30,7 +30,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def bpe_vocab_path() -> Path:
-    import open_clip
+    import open_clip   # open_clip: only for its vocabulary file (bas.models.tiny imports this module)
 
     return Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
 
@@ -46,7 +46,7 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
 
 def write_clip_tokenizer(directory: Path, pad_token: str = "!") -> None:
     """Write a `CLIPTokenizer` directory as SD 2.1 has it (pad token "!", 77 positions)."""
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer   # transformers: only when a tokenizer is written
 
     vocab, merges = clip_vocab_and_merges()
     directory.mkdir(parents=True, exist_ok=True)

@@ -140,6 +140,7 @@ def pareto_front(table: pd.DataFrame) -> list[str]:
 def human_pareto_png(table: pd.DataFrame, title: str = "Human ratings: identity vs prompt (1-5)") -> bytes:
     """BaS figure 5 (right) from `human_results(...)["table"]`: each method at its mean
     ratings (x prompt, y identity), 95% normal-approximation CI bars, the Pareto front dashed."""
+    # matplotlib: only when the figure is drawn; the tables and tests here need no plotting library
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global figure state, Agg for PNG
 

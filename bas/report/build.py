@@ -20,9 +20,12 @@ import pandas as pd
 from bas.config import ReportConfig
 from bas.errors import DataError
 from bas.io import atomic_write_bytes, atomic_dir, atomic_write_json, atomic_write_text
+from bas.ratings.analysis import human_pareto_png, human_results
 from bas.report import pictures, plots, published, stats
 from bas.report.data import (BREAKDOWN_METRICS, COMPARE_METRICS, MIFO_COLUMNS, SANDBOX_BANNER, TINY_BANNER,
                              X_METRIC, Y_METRIC, Comparison, PublishedView, ReportData)
+from bas.report.html import render_html
+from bas.report.markdown import render_markdown
 from bas.report.results import MethodKinds, Results, load_results
 from bas.schema import METRICS
 
@@ -43,9 +46,6 @@ def build_report(results_dir: str | Path, out_dir: str | Path, cfg: ReportConfig
                  compare: str | Path | None = None) -> ReportOutputs:
     """Read `results_dir`, write the report into `out_dir`; `compare` is another results
     dir or a metrics.json (e.g. a DVC experiment's) shown side by side with deltas."""
-    from bas.report.html import render_html
-    from bas.report.markdown import render_markdown
-
     results = load_results(results_dir, scenes_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,10 +67,6 @@ def build_report(results_dir: str | Path, out_dir: str | Path, cfg: ReportConfig
 
 def human_ratings(root: Path, data: ReportData, plots_dir: Path) -> Optional[dict]:
     """The human rating study's results (`bas rate export` -> <root>/ratings.parquet), if run."""
-    import pandas as pd
-
-    from bas.ratings.analysis import human_pareto_png, human_results
-
     export = Path(root) / "ratings.parquet"
     if not export.exists():
         return None

@@ -9,6 +9,9 @@ attention: it would cost half of every step on a CPU and no method reads it
 
 from __future__ import annotations
 
+# diffusers and transformers are imported by the builders: bas.sandbox.train_diffusion (and through it
+# the sandbox's scorers and checks) imports this module without building a model.
+
 RESOLUTION = 64
 TEXT_DIM = 64
 

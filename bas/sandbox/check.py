@@ -29,6 +29,9 @@ from typing import Callable, Optional
 
 from bas.config import Config
 
+# The sandbox's models and measures (torch, the trainers' modules) are imported by the functions that
+# measure, each only what its model needs.
+
 DETERMINISTIC_TOLERANCE = 0.01
 Z = 3.0
 BASE_ATTRIBUTE_SETS = ("seen", "novel")

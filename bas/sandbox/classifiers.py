@@ -40,6 +40,7 @@ from bas.config import Config, SandboxConfig, SandboxStage, to_dict
 from bas.io import atomic_dir
 from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import world
+from bas.sandbox.devices import device_record
 from bas.sandbox.loop import lr_at, train_steps
 from bas.sandbox.train_diffusion import stage_rng, to_pixels
 from bas.models.sandbox_segmenter import (CONFIG_FILE, IMAGE_SIZE, WEIGHTS_FILE, SandboxSegmenter, SegmenterNet,  # noqa: F401
@@ -276,8 +277,6 @@ def judge_config(net: JudgeNet) -> dict:
 
 def _train_and_save(cfg: Config, name: str, fit, make_config, measure, description: str,
                     work_dir: Path, out_dir: Path) -> dict:
-    from bas.sandbox.devices import device_record
-
     sb = cfg.sandbox
     started = time.time()
     net = fit(sb, Path(work_dir))

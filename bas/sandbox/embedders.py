@@ -32,6 +32,7 @@ Held-out sets come from seed streams no training step uses.
 from __future__ import annotations
 
 import functools
+from itertools import combinations
 import json
 import logging
 import random
@@ -45,14 +46,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import save_file
 
 from bas.config import Config, to_dict
+from bas.errors import ConfigError
 from bas.io import atomic_dir
 from bas.models import registry
 from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import world
+from bas.sandbox.devices import device_record
 from bas.sandbox.loop import lr_at, train_steps
 from bas.sandbox.train_diffusion import stage_rng, world_batch
+from bas.scoring.clip_scores import ClipEmbedder
+from bas.scoring.dino_scores import DinoEmbedder, dino_transform
+
+# open_clip, timm and scipy.stats are imported in the functions that use them: they are heavy, and
+# `bas sandbox train --only ...` / `bas sandbox check` import this module for one stage or measure.
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +268,6 @@ def build_dino(seed: int, crop_pct: float):
     """A fresh timm ViT of DINO_KWARGS, made as the registry makes it; (model, scoring transform)."""
     import timm
 
-    from bas.scoring.dino_scores import dino_transform
-
     torch.manual_seed(seed)
     model = timm.create_model(registry.SANDBOX_DINO_MODEL_NAME, pretrained=False, num_classes=0, **DINO_KWARGS)
     return model, dino_transform(model, crop_pct)
@@ -312,8 +319,6 @@ def _record(cfg: Config, model: str, stage_name: str, architecture: dict, data: 
     CPU time is recorded beside wall time: on a shared machine the wall time says more about
     the neighbours than about the model.
     """
-    from bas.sandbox.devices import device_record
-
     return {"model": model, "seed": cfg.sandbox.seed,
             "params": {stage_name: to_dict(getattr(cfg.sandbox, stage_name)), **data},
             "steps": getattr(cfg.sandbox, stage_name).steps, "architecture": architecture,
@@ -331,8 +336,6 @@ def _write_record(directory: Path, record: dict) -> None:
 def train_clip(cfg: Config, work_dir: Path, out_dir: Path, *, checkpoint_every: int = 100,
                log_every: int = 50) -> dict:
     """Train the sandbox CLIP, save it (fp16) into `out_dir` with its record; returns the record."""
-    from safetensors.torch import save_file
-
     sb, stage = cfg.sandbox, cfg.sandbox.clip
     started = (time.time(), time.process_time())
     work_dir = Path(work_dir)
@@ -398,10 +401,6 @@ def measure_clip(directory: Path, cfg: Config) -> dict:
       non-empty set of shapes (in a fixed order) with each of the ten contexts. Right means
       the exact set of shapes and the background.
     """
-    from itertools import combinations
-
-    from bas.scoring.clip_scores import ClipEmbedder
-
     model, preprocess, tokenizer = load_sandbox_clip(directory)
     embedder = ClipEmbedder(SimpleNamespace(clip_model=model, clip_preprocess=preprocess, clip_tokenizer=tokenizer),
                             torch.device("cpu"))
@@ -448,16 +447,12 @@ def _top1(image_emb: torch.Tensor, truths: Sequence[str], candidates: Sequence[s
 def train_dino(cfg: Config, work_dir: Path, out_dir: Path, *, checkpoint_every: int = 100,
                log_every: int = 50) -> dict:
     """Train the sandbox DINO, save it (fp16) into `out_dir` with its record; returns the record."""
-    from safetensors.torch import save_file
-
     sb, stage = cfg.sandbox, cfg.sandbox.dino
     started = (time.time(), time.process_time())
     model, transform = build_dino(sb.seed + 3, cfg.scoring.dino_crop_pct)
     normalize = Normalizer(transform)
     seen = sorted(world.seen_identities(sb.seed))
     if stage.batch_size > len(seen):
-        from bas.errors import ConfigError
-
         raise ConfigError(f"params: sandbox.dino.batch_size = {stage.batch_size}: a batch holds distinct seen "
                           f"identities, of which there are {len(seen)}")
     pool = render_views(sb.seed, "dino-pool", seen, DINO_POOL_VIEWS)   # (identities, views, 64, 64, 3)
@@ -520,8 +515,6 @@ def measure_dino(directory: Path, cfg: Config) -> dict:
     never trained on; `novel_same_shape_auc`: the same, negatives only pairs of one shape (told
     apart by colour or pattern alone); `seen_auc`: new renders of the seen identities.
     """
-    from bas.scoring.dino_scores import DinoEmbedder
-
     model, _ = load_sandbox_dino(directory)
     embedder = DinoEmbedder(SimpleNamespace(dino_model=model), torch.device("cpu"), cfg.scoring.dino_crop_pct)
     figures = {}

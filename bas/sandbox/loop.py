@@ -11,6 +11,7 @@ after each optimizer step (an EMA update, a clamp).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -25,6 +26,12 @@ from bas.config import SandboxStage
 from bas.io import atomic_path
 
 log = logging.getLogger(__name__)
+
+
+def stage_rng(seed: int, stage: str, step: int) -> np.random.Generator:
+    """The random stream of one step of one stage: a function of (seed, stage, step) alone."""
+    digest = hashlib.sha256(f"{seed}:{stage}:{step}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def lr_at(stage: SandboxStage, step: int) -> float:

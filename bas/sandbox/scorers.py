@@ -16,6 +16,7 @@ STAGES = ("clip", "dino", "segmenter", "judge")
 
 def train_and_save(cfg: Config, stage: str, work_dir: Path, out_dir: Path) -> dict:
     """Train scorer `stage` (resumable from `work_dir`) and write it into `out_dir`; its record."""
+    # Each stage imports only its trainer's module (embedders: CLIP, DINO; classifiers: segmenter, judge).
     if stage == "clip":
         from bas.sandbox.embedders import train_clip as trainer
     elif stage == "dino":

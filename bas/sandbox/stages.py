@@ -22,8 +22,15 @@ import torch
 
 from bas.config import Config, to_dict
 from bas.errors import ConfigError
+from bas.io import atomic_write_json
+from bas.models.registry import load_diffusion, sandbox_weights_dir
+from bas.models.tokenizer import write_clip_tokenizer
 from bas.paths import TRAINING_RECORD_FILE
+from bas.sandbox import base_model, scorers
+from bas.sandbox import train_diffusion as td
+from bas.sandbox.classifiers import Judge
 from bas.sandbox.devices import device_record
+from bas.sandbox.validity import base_model_validity, vae_judged
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +76,6 @@ def parse_stages(only: str | None) -> list[str]:
 
 
 def weights_dir(cfg: Config) -> Path:
-    from bas.models.registry import sandbox_weights_dir
-
     return sandbox_weights_dir(cfg.models)
 
 
@@ -81,11 +86,7 @@ def read_record(directory: Path) -> dict:
 
 def train_diffusion_model(cfg: Config, work_dir: Path, device: torch.device | str = "cpu", workers: int = 0) -> dict:
     """Train VAE and base model on `device`, write `<weights_dir>/diffusion`; returns its training record."""
-    from transformers import CLIPTokenizer
-
-    from bas.models.tokenizer import write_clip_tokenizer
-    from bas.sandbox import base_model
-    from bas.sandbox import train_diffusion as td
+    from transformers import CLIPTokenizer   # transformers: only when the base model is trained
 
     sb = cfg.sandbox
     started = time.time()
@@ -127,8 +128,6 @@ def _jsonable(obj):
 
 def write_validity(cfg: Config, figures: dict) -> dict:
     """Add the base model's validity figures to its training record (atomically)."""
-    from bas.io import atomic_write_json
-
     path = weights_dir(cfg) / "diffusion" / TRAINING_RECORD_FILE
     record = json.loads(path.read_text())
     record.setdefault("validity", {}).update(figures)
@@ -155,17 +154,11 @@ def run_stages(cfg: Config, stages: Iterable[str], work_dir: Path, device: torch
 
 
 def train_scorer(cfg: Config, stage: str, work_dir: Path) -> dict:
-    from bas.sandbox import scorers
-
     return scorers.train_and_save(cfg, stage, work_dir, weights_dir(cfg) / stage)
 
 
 def measure_base_validity(cfg: Config, count: int | None = None, device: torch.device | str = "cpu") -> dict:
     """Sample the committed base model on held-out captions (on `device`), judge, and record the figures."""
-    from bas.models.registry import load_diffusion
-    from bas.sandbox.classifiers import Judge
-    from bas.sandbox.validity import base_model_validity, vae_judged
-
     parts = load_diffusion(dataclasses.replace(cfg.models, profile="sandbox"))
     for module in (parts.unet, parts.vae, parts.text_encoder):
         module.to(device)

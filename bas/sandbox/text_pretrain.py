@@ -28,7 +28,7 @@ from torch import nn
 
 from bas.config import SandboxStage
 from bas.sandbox import world
-from bas.sandbox.loop import lr_at, train_steps
+from bas.sandbox.loop import lr_at, stage_rng, train_steps
 
 NONE = "none"
 HEAD_CLASSES = {
@@ -115,8 +115,6 @@ def encode_batch(tokenizer, labels: list[CaptionLabels], shape_ids: dict[str, in
 
 def caption_batch(seed: int, step: int, batch_size: int, drop_attribute: float, drop_background: float,
                   identities=None) -> list[CaptionLabels]:
-    from bas.sandbox.train_diffusion import stage_rng
-
     rng = stage_rng(seed, "text-pretrain", step)
     text_rng = random.Random(f"{seed}:text-pretrain-captions:{step}")
     identities = identities or world.seen_identities(seed)

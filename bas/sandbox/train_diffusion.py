@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
 import logging
 import random
@@ -36,9 +35,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from bas.config import SandboxConfig, SandboxLayout, SandboxStage
 from bas.io import atomic_dir
+from bas.models.tokenizer import write_clip_tokenizer
 from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import base_model, world
-from bas.sandbox.loop import lr_at, train_steps
+from bas.sandbox.loop import lr_at, stage_rng, train_steps  # noqa: F401 (stage_rng: read from here too)
+from bas.sandbox.text_pretrain import pretrain_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,6 @@ SCHEDULER_CONFIG = dict(  # SD 2.1-base's scheduler_config.json (PNDM, read as D
     beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False,
     set_alpha_to_one=False, steps_offset=1, skip_prk_steps=True,
 )
-
-
-def stage_rng(seed: int, stage: str, step: int) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}:{stage}:{step}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def world_batch(seed: int, stage: str, step: int, batch_size: int, identities=None,
@@ -205,6 +201,7 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
 
     With `cfg.base_text: frozen` the text encoder is first pretrained on captions alone and then
     frozen (only the UNet trains); its held-out accuracies go into `record["text_pretrain"]`."""
+    # diffusers: only when the base model trains (classifiers, embedders and validity import this module)
     from diffusers import DDPMScheduler
 
     torch.manual_seed(cfg.seed + 1)
@@ -212,8 +209,6 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
     text_encoder = base_model.build_text_encoder()
     frozen_text = cfg.base_text == "frozen"
     if frozen_text:
-        from bas.sandbox.text_pretrain import pretrain_text_encoder
-
         accuracies = pretrain_text_encoder(text_encoder, tokenizer, cfg.seed, cfg.text_pretrain, work_dir,
                                            drop_attribute=cfg.attribute_dropout)
         log.info("text encoder pretrained on captions: held-out %s", accuracies)
@@ -273,8 +268,6 @@ def train_base(cfg: SandboxConfig, vae, tokenizer, work_dir: Path, log_every: in
 
 def save_diffusion(root: Path, vae, unet, text_encoder, record: dict) -> None:
     """Write the diffusers layout that `bas.models.registry.load_diffusion` reads, in fp16."""
-    from bas.models.tokenizer import write_clip_tokenizer
-
     with atomic_dir(root) as tmp:
         for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
             copy.deepcopy(module).to(torch.float16).save_pretrained(tmp / name, safe_serialization=True)

@@ -21,9 +21,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from bas.config import SandboxConfig
+from bas.generation.sampler import generate
 from bas.sandbox import world
+from bas.sandbox.classifiers import judge_accuracy, judge_scene
 from bas.sandbox.train_diffusion import stage_rng, to_pixels
 
 ATTRIBUTES = ("background", "shape", "colour", "pattern")
@@ -63,10 +66,6 @@ VAE_JUDGED_IMAGES = 400
 @torch.no_grad()
 def vae_judged(vae, judge, cfg: SandboxConfig, images: int = VAE_JUDGED_IMAGES, batch_size: int = 50) -> dict:
     """{'images', 'accuracy': {head: accuracy}} of the judge on VAE reconstructions of held-out renders."""
-    from PIL import Image
-
-    from bas.sandbox.classifiers import judge_accuracy, judge_scene
-
     rng = stage_rng(cfg.seed, "judge-heldout", 0)
     scenes = [judge_scene(rng) for _ in range(images)]
     device = next(vae.parameters()).device
@@ -82,8 +81,6 @@ def vae_judged(vae, judge, cfg: SandboxConfig, images: int = VAE_JUDGED_IMAGES, 
 def base_model_validity(parts, judge, cfg: SandboxConfig, count: int | None = None,
                         batch_size: int = 25, return_images: bool = False):
     """{'seen': {attribute: accuracy}, 'novel': {...}, 'samples', 'steps', 'guidance'}."""
-    from bas.generation.sampler import generate
-
     count = count or cfg.validity_samples
     result = {"samples": count, "steps": cfg.validity_steps, "guidance": cfg.validity_guidance}
     shown = {}

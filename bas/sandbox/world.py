@@ -23,8 +23,13 @@ from itertools import product
 from pathlib import Path
 from typing import Optional, Sequence
 
+import io as _io
+
 import numpy as np
 from PIL import Image, ImageDraw
+from pycocotools import mask as mask_utils
+
+from bas.io import atomic_write_bytes, atomic_write_text
 
 SIZE = 64
 
@@ -372,10 +377,6 @@ def write_coco_root(root: Path, split: str, count: int, seed: int, novel: bool =
     (`sandbox_identity`) and each image its background, which COCO readers ignore and the
     sandbox's own checks use. Identities are the novel ones when `novel` (else the seen ones).
     """
-    from pycocotools import mask as mask_utils
-
-    from bas.io import atomic_write_bytes, atomic_write_text
-
     identities = sorted(novel_identities(seed) if novel else seen_identities(seed))
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"coco:{seed}:{split}".encode()).digest()[:8], "little"))
     categories = [{"id": k + 1, "name": s, "supercategory": "shape"} for k, s in enumerate(SHAPES)]
@@ -386,7 +387,6 @@ def write_coco_root(root: Path, split: str, count: int, seed: int, novel: bool =
         world = sample_eval_image(rng, identities, int(objects_per_image[n % len(objects_per_image)]))
         file_name = f"sandbox_{n:05d}.png"
         image_id = n + 1
-        import io as _io
         buf = _io.BytesIO()
         Image.fromarray(world.image).save(buf, format="PNG")
         atomic_write_bytes(root / split / file_name, buf.getvalue())

@@ -32,6 +32,7 @@ from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from bas.config import ScenesConfig
 from bas.errors import DataError
@@ -142,8 +143,6 @@ def _valid_zip(path: Path) -> bool:
 
 
 def _download_with_bar(url: str, target: Path, timeout: float, progress: bool) -> int:
-    from tqdm.auto import tqdm
-
     with tqdm(desc=target.name, unit="B", unit_scale=True, disable=not progress, leave=False) as bar:
         return download(url, target, timeout, bar.update)
 
@@ -164,8 +163,6 @@ def _with_retries(action: Callable[[], int], fetch_cfg, what: str) -> int:
 
 def fetch_coco(scenes_cfg: ScenesConfig, root: str | Path, split: str, progress: bool = True) -> FetchReport:
     """Fetch the annotations of `split` and the images the selection picks into `root`."""
-    from tqdm.auto import tqdm
-
     root = Path(root)
     fetch_cfg = scenes_cfg.fetch
     fetch_annotations(root, split, fetch_cfg, progress)

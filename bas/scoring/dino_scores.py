@@ -18,7 +18,7 @@ from PIL import Image
 
 def dino_transform(model, crop_pct: float):
     """Eval transform for `model` at its own input size (tiny: 64, real: 224)."""
-    import timm
+    import timm   # timm: only when a transform is made (the scorers' loaders import this module)
 
     side = model.patch_embed.img_size  # the model's real input size, whatever its pretrained tag says
     data_cfg = timm.data.resolve_data_config({"input_size": (3, *side), "crop_pct": crop_pct}, model=model)

@@ -38,6 +38,7 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from bas import paths
 from bas.batching import batched
@@ -46,6 +47,7 @@ from bas.errors import DataError
 from bas.generation.grid import class_phrase, parse_image_key, parse_subset, subset_label
 from bas.io import atomic_write_parquet
 from bas.kinds import EXTERNAL as EXTERNAL_KIND
+from bas.models import load_scorers, pick_device
 from bas.paths import MANIFEST_FILE
 from bas.scenes import Scene, load_scene
 from bas.scenes.masking import masked_concept
@@ -178,8 +180,6 @@ def score_manifest(manifest: pd.DataFrame, image_root: Path, scenes: Callable[[s
                    *, kind: str, progress: bool = True) -> pd.DataFrame:
     """Scores of every image in `manifest` (paths relative to `image_root`); `kind` is the
     method's (`bas.kinds`), written on every row for the report."""
-    from tqdm.auto import tqdm
-
     manifest = validate(manifest.copy(), MANIFEST_COLUMNS, "manifest")
     rows = manifest.to_dict("records")
     for row in rows:  # fail before any model runs
@@ -221,8 +221,6 @@ def _log_summary(scores: pd.DataFrame, where: Path) -> None:
 
 
 def make_scorer(cfg: Config, scorers=None, segmenter=None) -> Scorer:
-    from bas.models import load_scorers, pick_device
-
     device = pick_device()
     if scorers is None:
         scorers = load_scorers(cfg.models)

@@ -33,12 +33,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from bas import attention as attn, paths
 from bas.attention import token_positions
 from bas.config import Config, MethodRecipe, PhaseRecipe, to_dict
 from bas.errors import BasError, ConfigError, DataError
 from bas.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_bytes
+from bas.models import load_diffusion, pick_device
 from bas.paths import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TENSORS, TOKENS_FILE, TRAIN_DIR, TRAIN_JSON,
                        TRAINED_WEIGHTS_FILE)
 from bas.tokens import add_placeholder_tokens, save_tokens, save_trained_weights
@@ -233,8 +236,6 @@ class Trainer:
         self._setup_attention()
 
     def _setup_models(self) -> None:
-        from bas.models import load_diffusion, pick_device
-
         if self.parts is None:
             self.parts = load_diffusion(self.cfg.models)
         self.device = self.device or pick_device()
@@ -256,7 +257,7 @@ class Trainer:
         # fp16 needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
         if self.cfg.training.use_8bit_adam:
-            try:
+            try:   # bitsandbytes: an optional dependency, checked only when asked for
                 import bitsandbytes  # noqa: F401
             except ImportError:
                 raise BasError("params: training.use_8bit_adam = true needs the bitsandbytes package "
@@ -377,12 +378,13 @@ class Trainer:
     def _optimizer(self, params: list[torch.nn.Parameter], recipe: PhaseRecipe) -> torch.optim.Optimizer:
         kwargs = dict(lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay, eps=recipe.eps)
         if self.cfg.training.use_8bit_adam:
-            import bitsandbytes as bnb
+            import bitsandbytes as bnb   # optional dependency (checked in _setup_models)
 
             return bnb.optim.AdamW8bit(params, **kwargs)
         return torch.optim.AdamW(params, **kwargs)
 
     def start_phase(self, name: str, recipe: PhaseRecipe) -> PhaseState:
+        # diffusers: only when training runs (bas.done imports this module through bas.training)
         from diffusers.optimization import get_scheduler
 
         params, rows_frozen, names = self._phase_parameters(recipe)
@@ -432,8 +434,6 @@ class Trainer:
     def keep_phase_state(self, resume_dir: Path, key: str, out: Path) -> None:
         """Write what resuming after the phase just finished needs: the token rows, the weights
         trained so far, every random state, the log, and the phase outputs already in `out`."""
-        from safetensors.torch import save_file
-
         with atomic_dir(resume_dir) as tmp:
             for produced in out.iterdir():
                 shutil.copy2(produced, tmp / produced.name)
@@ -459,8 +459,6 @@ class Trainer:
     def resume(self, resume_dir: Path, key: str, out: Path) -> None:
         """Continue after the last phase a stopped training finished (after `setup()`); state
         kept for another run key is discarded."""
-        from safetensors.torch import load_file
-
         state_file = resume_dir / RESUME_STATE
         if not state_file.exists():
             return
@@ -667,6 +665,4 @@ def _mean(values: list[float]) -> Optional[float]:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True)

@@ -21,6 +21,10 @@ from bas.config import Config, ModelsConfig, to_dict
 from bas.errors import DataError
 from bas.io import atomic_dir, sha256_bytes
 
+# bas.models and the sampler import torch: imported by the functions that need them so that this
+# module stays torch-free (bas.done's run key reads model_identity). The sampler is also looked up
+# at call time because tests replace bas.generation.sampler.generate.
+
 log = logging.getLogger(__name__)
 
 MARKER = "images.json"
