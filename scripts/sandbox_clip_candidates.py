@@ -38,7 +38,7 @@ import bas.config
 from bas.config import SandboxStage
 from bas.models import registry
 from bas.sandbox import embedders, world
-from bas.sandbox.train_diffusion import lr_at
+from bas.sandbox.loop import lr_at
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sandbox_clip_probe import linear_probe  # noqa: E402

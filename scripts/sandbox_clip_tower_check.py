@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from bas.sandbox import embedders, world
 from bas.sandbox.classifiers import JudgeNet, judge_scene
-from bas.sandbox.train_diffusion import stage_rng
+from bas.sandbox.loop import stage_rng
 
 
 class JudgeFeatures(torch.nn.Module):
