@@ -21,7 +21,7 @@ from PIL import Image
 
 from bas.sandbox import embedders, world
 from bas.sandbox.classifiers import judge_scene
-from bas.sandbox.train_diffusion import stage_rng
+from bas.sandbox.loop import stage_rng
 from bas.scoring.clip_scores import ClipEmbedder
 
 TRAIN, TEST = 400, 200

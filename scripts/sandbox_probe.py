@@ -33,7 +33,8 @@ import torch.nn.functional as F
 import bas.config
 from bas.config import SandboxStage
 from bas.sandbox import base_model, world
-from bas.sandbox.train_diffusion import encode_text, lr_at, stage_rng, to_pixels
+from bas.sandbox.loop import lr_at, stage_rng
+from bas.sandbox.train_diffusion import encode_text, to_pixels
 
 BASE = dict(counts=(1, 2, 3, 4), count_probs=(0.3, 0.35, 0.25, 0.1), sides=(16, 40), text="joint",
             text_steps=0, object_weight=1.0, lr=5e-4, batch=32, warmup=100, min_snr=5.0,

@@ -56,7 +56,8 @@ from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import world
 from bas.sandbox.devices import device_record
 from bas.sandbox.loop import lr_at, train_steps
-from bas.sandbox.train_diffusion import stage_rng, world_batch
+from bas.sandbox.loop import stage_rng
+from bas.sandbox.train_diffusion import world_batch
 from bas.scoring.clip_scores import ClipEmbedder
 from bas.scoring.dino_scores import DinoEmbedder, dino_transform
 

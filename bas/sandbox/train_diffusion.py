@@ -38,7 +38,7 @@ from bas.io import atomic_dir
 from bas.models.tokenizer import write_clip_tokenizer
 from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import base_model, world
-from bas.sandbox.loop import lr_at, stage_rng, train_steps  # noqa: F401 (stage_rng: read from here too)
+from bas.sandbox.loop import lr_at, stage_rng, train_steps
 from bas.sandbox.text_pretrain import pretrain_text_encoder
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from bas.config import SandboxConfig
 from bas.generation.sampler import generate
 from bas.sandbox import world
 from bas.sandbox.classifiers import judge_accuracy, judge_scene
-from bas.sandbox.train_diffusion import stage_rng, to_pixels
+from bas.sandbox.loop import stage_rng
+from bas.sandbox.train_diffusion import to_pixels
 
 ATTRIBUTES = ("background", "shape", "colour", "pattern")
 
