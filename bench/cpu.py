@@ -97,8 +97,7 @@ def stage_scene(cfg):
 def plain_recipe(recipe):
     """The same phases, model and prior batch without attention capture and attention loss,
     with the unmasked diffusion loss: plain fine-tuning (DreamBooth-style) of the same model."""
-    phases = {name: dataclasses.replace(phase, loss_weights=dataclasses.replace(phase.loss_weights, attention=0.0))
-              for name, phase in recipe.phases.items()}
+    phases = {name: dataclasses.replace(phase, term_weights={}) for name, phase in recipe.phases.items()}
     return dataclasses.replace(recipe, phases=phases,
                                diffusion_loss=dataclasses.replace(recipe.diffusion_loss, masked=False))
 
