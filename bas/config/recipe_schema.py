@@ -23,13 +23,6 @@ from bas.errors import ConfigError
 # (Separate-and-Enhance).
 TRAINABLE = ("tokens", "unet", "text_encoder", "cross_attention_kv", "cross_attention_k")
 
-# SD's 16x16 cross-attention layers (8x8 in the tiny profile): BaS's attention loss reads these.
-BAS_ATTENTION_LAYERS = (
-    "down_blocks.2.attentions.0", "down_blocks.2.attentions.1",
-    "up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2",
-)
-
-
 
 @dataclass(frozen=True)
 class LossWeights:

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from bas import config
-from bas.config import MifoBoxConfig
 from bas.generation import box_control as bc
 from bas.generation import mifo_box
 from bas.generation.sampler import denoise, encode_prompts, initial_latents
 from bas.models import load_diffusion
 from bas.tokens import add_placeholder_tokens
+from tests import params_defaults
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -86,7 +86,7 @@ def test_masses_on_hand_made_attention():
 
 
 def test_alpha_and_step_size_schedules():
-    s = MifoBoxConfig()
+    s = params_defaults.mifo_box()
     alpha = [bc.alpha_at(i, s.alpha_start, s.alpha_mid, s.alpha_end, s.alpha_linear_end, s.alpha_cosine_end)
              for i in range(200)]
     assert alpha[0] == alpha[1] == 0.4
