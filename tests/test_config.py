@@ -82,7 +82,9 @@ def test_step_and_lr_scale_rescale_every_recipe_alike():
 
 @pytest.mark.parametrize("dotted", ["seed", "generation.steps", "generation.mifo_box.alpha_end",
                                     "training.prior_images.guidance_scale", "sandbox.vae.warmup_steps",
-                                    "orchestration.methods", "methods.bas.phases.phase1.lr"])
+                                    "orchestration.methods", "methods.bas.phases.phase1.lr",
+                                    "methods.mifo.attention_terms.reward.target_scale",
+                                    "methods.sne.attention_terms.enhance.smoothing_sigma"])
 def test_a_key_params_yaml_lacks_is_one_error_naming_it(dotted):
     data = params_defaults.data()
     *parents, last = dotted.split(".")

@@ -107,7 +107,7 @@ class AttentionTermRecipe:
     from_step: int = 0
     until_step: Optional[int] = None
     max_timestep: Optional[int] = None
-    options: Any = None              # the kind's options dataclass; None: its defaults
+    options: Any = None              # the kind's options dataclass; None: only for a kind without options
     # Whose timestep `max_timestep` reads: the instance sample's own, or that of the class image
     # drawn with it (MIFO's phase 2: its code reads `timesteps[0]`, the class image's); in a
     # phase without class images both mean the instance's.
@@ -124,6 +124,10 @@ class AttentionTermRecipe:
                      "must be > 0 (or null)")
         options_type = ATTENTION_TERMS[self.kind].options
         if self.options is None:
+            required = [f.name for f in dataclasses.fields(options_type)
+                        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+            _check_field(not required, required[0] if required else "options", None,
+                         f"kind {self.kind} needs it (its options have no defaults)")
             object.__setattr__(self, "options", options_type())
         _check_field(isinstance(self.options, options_type), "options", self.options,
                      f"must be a {options_type.__name__} (the options of kind {self.kind})")
@@ -146,6 +150,11 @@ class AttentionTermRecipe:
         options_type = ATTENTION_TERMS[kind].options
         hints = typing.get_type_hints(options_type)
         built = {name: build(hints[name], v, f"{key}.{name}") for name, v in raw.items()}
+        missing = [f.name for f in dataclasses.fields(options_type) if f.name not in built
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"params: missing key {key}.{missing[0]} (params.yaml must set it: "
+                              f"an option of kind {kind})")
         try:
             options = options_type(**built)
         except ValueError as err:
