@@ -186,6 +186,11 @@ class MethodRecipe:
     data: DataRecipe
     diffusion_loss: DiffusionLossRecipe
     phases: dict[str, PhaseRecipe]   # run in this order
+    # Where each new token's embedding row starts: class_name = the first BPE token of the
+    # concept's class name (BaS); mean = the mean of the vocabulary's rows (what transformers'
+    # resize_token_embeddings gives a new row: MIFO, whose code has no initializer);
+    # word:<w> = the row of the one BPE token of <w> (e.g. word:sks, Textual Localization).
+    token_init: str
     # Named attention-loss terms (BaS's own among them); phases weight them in `term_weights`.
     attention_terms: dict[str, AttentionTermRecipe] = field(default_factory=dict)
     # The prompt of the class images; null = training.prior_images.prompt. "{class_name}" in it
@@ -193,11 +198,6 @@ class MethodRecipe:
     prior_prompt: Optional[str] = None
     # Class images a prompt; null = training.prior_images.num_images.
     prior_num_images: Optional[int] = None
-    # Where each new token's embedding row starts: class_name = the first BPE token of the
-    # concept's class name (BaS); mean = the mean of the vocabulary's rows (what transformers'
-    # resize_token_embeddings gives a new row: MIFO, whose code has no initializer);
-    # word:<w> = the row of the one BPE token of <w> (e.g. word:sks, Textual Localization).
-    token_init: str = "class_name"
 
     def __post_init__(self) -> None:
         _check_field(len(self.phases) > 0 and any(p.steps > 0 for p in self.phases.values()), "phases",

@@ -103,7 +103,7 @@ def _with(methods):
     ({"x": {"include": "bas", "attention_terms": {"a": {"kind": "mifo", "layers": ["up_blocks.1"]}}}},
      r"methods\.x\.attention_terms\.a\.kind"),
     ({"x": {"include": "bas", "attention_terms": {"a": {"kind": "tl_hard", "layers": ["x"], "from_step": 5,
-                                                        "until_step": 5}}}},
+                                                        "until_step": 5, "map_scale": 4}}}},
      r"methods\.x\.attention_terms\.a\.until_step"),
     ({"x": {"include": "bas", "prior_prompt": "a photo of a {class}"}}, r"methods\.x\.prior_prompt"),
     ({"x": {"include": "bas", "prior_num_images": 0}}, r"methods\.x\.prior_num_images"),
