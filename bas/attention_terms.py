@@ -15,7 +15,8 @@ in `term_weights`. Each entry says
     - "head_maps":        one (k, heads, HW) tensor: every head, the layers averaged;
 - `min_tokens`: a sample with fewer concept tokens in its prompt is skipped;
 - `options`: a frozen dataclass of the kind's own settings: a recipe sets them next to
-  `kind` (`target_scale: 0.5`), and a key the kind does not have is an error.
+  `kind` (`target_scale: 0.5`); they have no defaults (params.yaml is their only home), a
+  key the kind does not have is an error, and one it has that the recipe lacks too.
 
 A new term is one function, one `register_attention_term` call and one recipe
 (tests/training/test_terms.py trains with a toy term).
@@ -35,7 +36,7 @@ class NoOptions:
 
 @dataclass(frozen=True)
 class MifoRewardOptions:
-    target_scale: float = 0.5        # the target is target_scale x the mask
+    target_scale: float              # the target is target_scale x the mask
 
     def __post_init__(self) -> None:
         if not self.target_scale > 0:
@@ -44,7 +45,7 @@ class MifoRewardOptions:
 
 @dataclass(frozen=True)
 class TlOptions:
-    map_scale: int = 4               # guidance maps at map_scale x the latent side (256 on SD 2.1)
+    map_scale: int                   # guidance maps at map_scale x the latent side (256 on SD 2.1)
 
     def __post_init__(self) -> None:
         if self.map_scale < 1:
@@ -53,8 +54,8 @@ class TlOptions:
 
 @dataclass(frozen=True)
 class SneEnhanceOptions:
-    smoothing_size: int = 3          # Gaussian kernel size and sigma
-    smoothing_sigma: float = 0.5
+    smoothing_size: int              # Gaussian kernel size and sigma
+    smoothing_sigma: float
 
     def __post_init__(self) -> None:
         if not (self.smoothing_size >= 1 and self.smoothing_size % 2 == 1):

@@ -78,10 +78,14 @@ def prefect_settings(home: Path) -> dict[str, str]:
 
 
 def stage_demo_scenes(root: Path) -> list[Path]:
-    from bas.config import ScenesConfig
+    import dataclasses
+
+    from bas import config
     from bas.scenes import stage_coco
 
-    report = stage_coco(ScenesConfig(coco_root="demo", num_scenes=3, resolution=128), root)
+    scenes = dataclasses.replace(config.load(REPO / "params.yaml").scenes, coco_root="demo", num_scenes=3,
+                                 resolution=128)
+    report = stage_coco(scenes, root)
     return [root / scene_id for scene_id in report.selected]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bas.config import ModelsConfig
+from tests import params_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def coco_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_models_cfg() -> ModelsConfig:
     # The project cache survives between runs; a fresh clone builds the models once (seconds).
-    return ModelsConfig(profile="tiny", cache_dir=str(REPO / ".cache" / "bas" / "models"))
+    return params_defaults.models(profile="tiny", cache_dir=str(REPO / ".cache" / "bas" / "models"))
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,12 @@ import os
 import threading
 import time
 
-from bas import attempts, config, lease, paths
+from bas import attempts, lease, paths
+from tests import params_defaults
 
 
 def _cfg(tmp_path, stale=3.0):
-    return config.parse({"paths": {"storage_root": str(tmp_path)},
+    return params_defaults.parse({"paths": {"storage_root": str(tmp_path)},
                          "orchestration": {"heartbeat_seconds": 0.2, "stale_after_seconds": stale}})
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from bas import config, paths
 from bas.errors import ConfigError
+from tests import params_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,11 +24,11 @@ def test_project_params_name_the_orchestration():
 ])
 def test_bad_orchestration_values_are_named(key, value, match):
     with pytest.raises(ConfigError, match=match):
-        config.parse({"orchestration": {key: value}})
+        params_defaults.parse({"orchestration": {key: value}})
 
 
 def test_scores_live_outside_the_runs():
-    cfg = config.parse({"paths": {"storage_root": "/shared/bas"}})
+    cfg = params_defaults.parse({"paths": {"storage_root": "/shared/bas"}})
     scores = paths.scene_scores_path(cfg, "bas", "coco-train2017-1")
     assert scores == Path("/shared/bas/scores/bas/coco-train2017-1.parquet")
     assert paths.runs_dir(cfg) not in scores.parents  # DVC outputs must not overlap

@@ -10,6 +10,7 @@ import pytest
 
 from bas import attempts, config, paths, pipeline
 from bas.pipeline import Outcome
+from tests import params_defaults
 from orchestration_helpers import REPO, tiny_overrides
 
 
@@ -126,7 +127,7 @@ def test_code_version_is_per_stage():
 
 
 def test_run_summary_counts_and_lists_failures(tmp_path):
-    cfg = config.parse({"paths": {"storage_root": str(tmp_path)}})
+    cfg = params_defaults.parse({"paths": {"storage_root": str(tmp_path)}})
     outcomes = [
         Outcome("train_generate", "bas", "s1", "completed", ["r1"], None,
                 {"train_seconds": 2.0, "generate_seconds": 1.0, "device": "cuda", "images_generated": 3}),

@@ -14,10 +14,6 @@ import dataclasses
 import re
 from pathlib import Path
 
-# PROTOCOL.md sec. 4 sampler settings, the defaults of `bas imagine`.
-IMAGINE_STEPS = 50
-IMAGINE_GUIDANCE = 7.5
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train one method on one scene",
@@ -49,9 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imagine.add_argument("prompt", help='e.g. "a photo of <asset0> and <asset1> at the beach"')
     imagine.add_argument("--seed", type=int, default=0, help="seed of the first image (default: %(default)s)")
     imagine.add_argument("--n", type=int, default=4, help="number of images, seeds SEED.. (default: %(default)s)")
-    imagine.add_argument("--steps", type=int, default=IMAGINE_STEPS, help="DDIM steps (default: %(default)s)")
-    imagine.add_argument("--guidance", type=float, default=IMAGINE_GUIDANCE,
-                         help="classifier-free guidance scale (default: %(default)s)")
+    imagine.add_argument("--steps", type=int, help="DDIM steps (default: params.yaml generation.steps)")
+    imagine.add_argument("--guidance", type=float,
+                         help="classifier-free guidance scale (default: params.yaml generation.guidance_scale)")
     imagine.add_argument("--out", type=Path, help="image folder (default: RUN/imagine)")
     imagine.set_defaults(func=run_imagine)
 
@@ -149,8 +145,10 @@ def run_imagine(args: argparse.Namespace) -> int:
         module.to(device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.models.gpu_dtype] if device.type == "cuda" else None
     seeds = list(range(args.seed, args.seed + args.n))
-    images = generate(parts, [args.prompt] * args.n, seeds, steps=args.steps, guidance_scale=args.guidance,
-                      dtype=dtype)
+    gen = cfg.generation
+    images = generate(parts, [args.prompt] * args.n, seeds, steps=gen.steps if args.steps is None else args.steps,
+                      guidance_scale=gen.guidance_scale if args.guidance is None else args.guidance,
+                      batch_size=gen.batch_size, negative_prompt=gen.negative_prompt, dtype=dtype)
     out = args.out or train_dir.parent / "imagine"
     for seed, image in zip(seeds, images):
         path = out / f"{_slug(args.prompt)}-s{seed}.png"

@@ -18,7 +18,6 @@ Every public name is importable from `bas.config` itself, as callers do.
 from bas.config.builder import _check, _check_field, _FieldError, build, to_dict
 from bas.config.loading import apply_profile, load, parse
 from bas.config.recipe_schema import (
-    BAS_ATTENTION_LAYERS,
     RESERVED_TERMS,
     TRAINABLE,
     AttentionTermRecipe,
@@ -30,8 +29,6 @@ from bas.config.recipe_schema import (
 )
 from bas.config.recipes import resolve_includes, scale_recipe
 from bas.config.sections import (
-    BAS_TEMPLATES,
-    MIFO_BOX_LOSS_LAYERS,
     PROFILES,
     SAMPLER_SETTINGS,
     SAMPLERS,
@@ -57,8 +54,8 @@ from bas.config.sections import (
 from bas.errors import ConfigError
 
 __all__ = [
-    "AttentionTermRecipe", "BAS_ATTENTION_LAYERS", "BAS_TEMPLATES", "CocoFetchConfig", "Config", "ConfigError",
-    "DataRecipe", "DiffusionLossRecipe", "GenerationConfig", "LossWeights", "MIFO_BOX_LOSS_LAYERS", "MethodRecipe",
+    "AttentionTermRecipe", "CocoFetchConfig", "Config", "ConfigError",
+    "DataRecipe", "DiffusionLossRecipe", "GenerationConfig", "LossWeights", "MethodRecipe",
     "MifoBoxConfig", "ModelSources", "ModelsConfig", "OrchestrationConfig", "PROFILES", "PathsConfig",
     "PhaseRecipe", "PriorImagesConfig", "RESERVED_TERMS", "RatingsConfig", "ReportConfig", "SAMPLERS",
     "SAMPLER_SETTINGS", "SandboxConfig", "SandboxLayout", "SandboxStage", "ScenesConfig", "ScoringConfig", "SlurmConfig",

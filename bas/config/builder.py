@@ -59,13 +59,18 @@ def build(tp: Any, value: Any, key: str) -> Any:
         if unknown:
             where = f"{key}." if key else ""
             raise ConfigError(f"params: unknown key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
+        missing = [f.name for f in dataclasses.fields(tp) if f.init and f.name not in value
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            where = f"{key}." if key else ""
+            raise ConfigError(f"params: missing key {where}{missing[0]} (params.yaml must set it)")
         kwargs = {name: build(hints[name], value[name], f"{key}.{name}" if key else name)
                   for name in value}
         try:
             return tp(**kwargs)
         except _FieldError as err:  # a check that names its field only
             raise ConfigError(f"params: {key}.{err.name} = {err.value!r}: {err.why}") from None
-        except TypeError as err:  # a required field is missing
+        except TypeError as err:  # a check that met a value it could not compare
             raise ConfigError(f"params: {key or '<root>'}: {err}") from None
     if origin is Literal:
         _check(value in args, key, value, f"must be one of {', '.join(map(repr, args))}")

@@ -23,13 +23,6 @@ from bas.errors import ConfigError
 # (Separate-and-Enhance).
 TRAINABLE = ("tokens", "unet", "text_encoder", "cross_attention_kv", "cross_attention_k")
 
-# SD's 16x16 cross-attention layers (8x8 in the tiny profile): BaS's attention loss reads these.
-BAS_ATTENTION_LAYERS = (
-    "down_blocks.2.attentions.0", "down_blocks.2.attentions.1",
-    "up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2",
-)
-
-
 
 @dataclass(frozen=True)
 class LossWeights:
@@ -114,7 +107,7 @@ class AttentionTermRecipe:
     from_step: int = 0
     until_step: Optional[int] = None
     max_timestep: Optional[int] = None
-    options: Any = None              # the kind's options dataclass; None: its defaults
+    options: Any = None              # the kind's options dataclass; None: only for a kind without options
     # Whose timestep `max_timestep` reads: the instance sample's own, or that of the class image
     # drawn with it (MIFO's phase 2: its code reads `timesteps[0]`, the class image's); in a
     # phase without class images both mean the instance's.
@@ -131,6 +124,10 @@ class AttentionTermRecipe:
                      "must be > 0 (or null)")
         options_type = ATTENTION_TERMS[self.kind].options
         if self.options is None:
+            required = [f.name for f in dataclasses.fields(options_type)
+                        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+            _check_field(not required, required[0] if required else "options", None,
+                         f"kind {self.kind} needs it (its options have no defaults)")
             object.__setattr__(self, "options", options_type())
         _check_field(isinstance(self.options, options_type), "options", self.options,
                      f"must be a {options_type.__name__} (the options of kind {self.kind})")
@@ -153,6 +150,11 @@ class AttentionTermRecipe:
         options_type = ATTENTION_TERMS[kind].options
         hints = typing.get_type_hints(options_type)
         built = {name: build(hints[name], v, f"{key}.{name}") for name, v in raw.items()}
+        missing = [f.name for f in dataclasses.fields(options_type) if f.name not in built
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"params: missing key {key}.{missing[0]} (params.yaml must set it: "
+                              f"an option of kind {kind})")
         try:
             options = options_type(**built)
         except ValueError as err:
@@ -184,6 +186,11 @@ class MethodRecipe:
     data: DataRecipe
     diffusion_loss: DiffusionLossRecipe
     phases: dict[str, PhaseRecipe]   # run in this order
+    # Where each new token's embedding row starts: class_name = the first BPE token of the
+    # concept's class name (BaS); mean = the mean of the vocabulary's rows (what transformers'
+    # resize_token_embeddings gives a new row: MIFO, whose code has no initializer);
+    # word:<w> = the row of the one BPE token of <w> (e.g. word:sks, Textual Localization).
+    token_init: str
     # Named attention-loss terms (BaS's own among them); phases weight them in `term_weights`.
     attention_terms: dict[str, AttentionTermRecipe] = field(default_factory=dict)
     # The prompt of the class images; null = training.prior_images.prompt. "{class_name}" in it
@@ -191,11 +198,6 @@ class MethodRecipe:
     prior_prompt: Optional[str] = None
     # Class images a prompt; null = training.prior_images.num_images.
     prior_num_images: Optional[int] = None
-    # Where each new token's embedding row starts: class_name = the first BPE token of the
-    # concept's class name (BaS); mean = the mean of the vocabulary's rows (what transformers'
-    # resize_token_embeddings gives a new row: MIFO, whose code has no initializer);
-    # word:<w> = the row of the one BPE token of <w> (e.g. word:sks, Textual Localization).
-    token_init: str = "class_name"
 
     def __post_init__(self) -> None:
         _check_field(len(self.phases) > 0 and any(p.steps > 0 for p in self.phases.values()), "phases",

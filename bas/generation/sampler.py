@@ -86,10 +86,12 @@ def denoise(parts, cond: torch.Tensor, uncond: torch.Tensor, latents: torch.Tens
 
 
 @torch.no_grad()
-def generate(parts, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
-             guidance_scale: float = 7.5, batch_size: int = 8, negative_prompt: str = "",
-             dtype: Optional[torch.dtype] = None) -> list[Image.Image]:
-    """Images for `prompts`, one per (prompt, seed) pair, in order; batches of `batch_size`."""
+def generate(parts, prompts: Sequence[str], seeds: Sequence[int], *, steps: int, guidance_scale: float,
+             batch_size: int, negative_prompt: str = "", dtype: Optional[torch.dtype] = None) -> list[Image.Image]:
+    """Images for `prompts`, one per (prompt, seed) pair, in order; batches of `batch_size`.
+
+    `steps` and `guidance_scale` have no defaults: the caller reads them from params.yaml
+    (`generation`, `training.prior_images`, `sandbox.validity_*`)."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     device = parts.unet.device

@@ -95,12 +95,12 @@ def _square_side(hw: int) -> int:
 
 
 def mifo_reward_loss(layer_maps: Sequence[torch.Tensor], masks: torch.Tensor,
-                     target_scale: float = 0.5) -> torch.Tensor:
+                     target_scale: float) -> torch.Tensor:
     """MIFO's reward term for one sample: sum over layers and tokens of MSE(target_scale * M, A).
 
     layer_maps: one (k, HW) map per layer (raw probabilities, heads averaged, any square
     resolution); masks: (k, H, W), resized bilinearly to each layer's side. Unlike BaS the
-    maps are not max-normalised, so the target is a fraction (0.5) of the mask.
+    maps are not max-normalised, so the target is a fraction (`target_scale`) of the mask.
     """
     total = masks.new_zeros((), dtype=torch.float32)
     for maps in layer_maps:
@@ -192,7 +192,7 @@ def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
     return kernel / kernel.sum()
 
 
-def sne_enhance_loss(maps: torch.Tensor, kernel_size: int = 3, sigma: float = 0.5) -> torch.Tensor:
+def sne_enhance_loss(maps: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
     """S&E enhance loss: 1 - min over tokens of (max over heads and pixels of the smoothed map).
 
     maps: (k, heads, s, s) per-head maps. Each head's map is reflect-padded and smoothed

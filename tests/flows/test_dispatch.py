@@ -6,12 +6,13 @@ from datetime import datetime, timezone
 
 from prefect.states import Pending, Running
 
-from bas import config, paths
+from bas import paths
+from tests import params_defaults
 from flows.dispatch import _Job, deployment_name, orphan_reason
 
 
 def _cfg(tmp_path):
-    return config.parse({"paths": {"storage_root": str(tmp_path)},
+    return params_defaults.parse({"paths": {"storage_root": str(tmp_path)},
                          "orchestration": {"heartbeat_seconds": 1, "stale_after_seconds": 10,
                                            "startup_grace_seconds": 60, "retries": 2, "retry_delay_seconds": 5}})
 

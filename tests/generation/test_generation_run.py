@@ -5,13 +5,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bas import config, paths
+from bas import paths
 from bas.generation import run as gen_run
 from bas.generation.run import generate_grid, generate_run, plan_grid, regenerate_image
 from bas.models import load_diffusion
 from bas.scenes import load_scene
 from bas.schema import MANIFEST_COLUMNS, validate
 from bas.tokens import apply_trained
+from tests import params_defaults
 
 SCENE = "coco-train2017-599"
 
@@ -19,7 +20,7 @@ SCENE = "coco-train2017-599"
 def make_cfg(tmp_path, tiny_models_cfg, **generation):
     gen = {"steps": 2, "templates": ["a photo of {tokens} at the beach", "a photo of {tokens} in the snow"],
            "batch_size": 3, **generation}
-    return config.parse({"models": {"profile": "tiny", "cache_dir": tiny_models_cfg.cache_dir},
+    return params_defaults.parse({"models": {"profile": "tiny", "cache_dir": tiny_models_cfg.cache_dir},
                          "paths": {"storage_root": str(tmp_path / "data")}, "generation": gen})
 
 

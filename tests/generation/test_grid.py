@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from bas import config
-from bas.config import GenerationConfig
 from bas.errors import ConfigError
 from bas.generation.grid import (build_grid, concept_subsets, grid_size, image_key, image_seed, parse_image_key,
                                  seeds_for_total, total_grid_size)
+from tests import params_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ TOKENS = [f"<asset{i}>" for i in range(4)]
 @pytest.mark.parametrize("n, subsets", [(2, 3), (3, 7), (4, 15)])
 @pytest.mark.parametrize("seeds", [1, 3])
 def test_grid_counts(n, subsets, seeds):
-    gen = GenerationConfig(seeds=seeds)
+    gen = params_defaults.generation(seeds=seeds)
     items = build_grid("s", TOKENS[:n], CLASSES[:n], gen)
     assert len(items) == subsets * 10 * seeds == grid_size(n, 10, seeds)
     assert len({it.key for it in items}) == len(items)            # one file per image
@@ -42,8 +42,8 @@ def test_grid_counts(n, subsets, seeds):
 
 def test_templates_are_verbatim_in_params_and_prompts():
     assert list(config.load(ROOT / "params.yaml").generation.templates) == PROTOCOL_TEMPLATES
-    assert list(GenerationConfig().templates) == PROTOCOL_TEMPLATES
-    items = build_grid("s", TOKENS[:3], CLASSES[:3], GenerationConfig())
+    assert list(params_defaults.generation().templates) == PROTOCOL_TEMPLATES
+    items = build_grid("s", TOKENS[:3], CLASSES[:3], params_defaults.generation())
     snow = next(it for it in items if it.template_id == 2 and it.subset == (0, 2))
     assert snow.template == "a photo of {tokens} in the snow"
     assert snow.prompt == "a photo of <asset0> and <asset2> in the snow"
@@ -65,20 +65,20 @@ def test_seeds_are_stable_constants():
 
 
 def test_seeds_depend_on_every_key_and_survive_grid_growth():
-    small = build_grid("s", TOKENS[:2], CLASSES[:2], GenerationConfig(templates=tuple(PROTOCOL_TEMPLATES[:2]), seeds=1))
-    big = build_grid("s", TOKENS[:2], CLASSES[:2], GenerationConfig(seeds=3))
+    small = build_grid("s", TOKENS[:2], CLASSES[:2], params_defaults.generation(templates=tuple(PROTOCOL_TEMPLATES[:2]), seeds=1))
+    big = build_grid("s", TOKENS[:2], CLASSES[:2], params_defaults.generation(seeds=3))
     by_key = {it.key: it.seed for it in big}
     assert all(by_key[it.key] == it.seed for it in small)           # more seeds/templates: same seeds
     assert len(set(by_key.values())) == len(by_key)                 # all distinct
-    other_scene = build_grid("t", TOKENS[:2], CLASSES[:2], GenerationConfig())
-    other_global = build_grid("s", TOKENS[:2], CLASSES[:2], GenerationConfig(), global_seed=1)
+    other_scene = build_grid("t", TOKENS[:2], CLASSES[:2], params_defaults.generation())
+    other_global = build_grid("s", TOKENS[:2], CLASSES[:2], params_defaults.generation(), global_seed=1)
     assert {it.seed for it in other_scene}.isdisjoint(by_key.values())
     assert {it.seed for it in other_global}.isdisjoint(by_key.values())
     assert all(0 <= s < 2**31 for s in by_key.values())
 
 
 def test_paper_5400_is_reached_by_seeds():
-    gen = GenerationConfig(seeds=2)
+    gen = params_defaults.generation(seeds=2)
     counts = [2] * 20 + [3] * 30
     assert total_grid_size(counts, gen) == 5400
     assert seeds_for_total(counts, 10, 5400) == 2
@@ -94,8 +94,8 @@ def test_image_key_round_trip():
 
 def test_bad_generation_params_are_named():
     with pytest.raises(ConfigError, match=r"generation\.templates\[0\]"):
-        config.parse({"generation": {"templates": ["a photo at the beach"]}})
+        params_defaults.parse({"generation": {"templates": ["a photo at the beach"]}})
     with pytest.raises(ConfigError, match=r"generation\.sampler = 'euler'"):
-        config.parse({"generation": {"sampler": "euler"}})
+        params_defaults.parse({"generation": {"sampler": "euler"}})
     with pytest.raises(ConfigError, match=r"generation\.seeds = 0"):
-        config.parse({"generation": {"seeds": 0}})
+        params_defaults.parse({"generation": {"seeds": 0}})

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from bas import config
-from bas.config import MifoBoxConfig
 from bas.generation import box_control as bc
 from bas.generation import mifo_box
 from bas.generation.sampler import denoise, encode_prompts, initial_latents
 from bas.models import load_diffusion
 from bas.tokens import add_placeholder_tokens
+from tests import params_defaults
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -86,7 +86,7 @@ def test_masses_on_hand_made_attention():
 
 
 def test_alpha_and_step_size_schedules():
-    s = MifoBoxConfig()
+    s = params_defaults.mifo_box()
     alpha = [bc.alpha_at(i, s.alpha_start, s.alpha_mid, s.alpha_end, s.alpha_linear_end, s.alpha_cosine_end)
              for i in range(200)]
     assert alpha[0] == alpha[1] == 0.4
@@ -158,7 +158,7 @@ def _fractions(parts, settings, seed, steps, box_control):
 
     if box_control:
         mifo_box.generate_box_controlled(parts, [PROMPT], [seed], [[0, 1]], [BOXES], settings, steps=steps,
-                                         step_hook=hook)
+                                         guidance_scale=7.5, step_hook=hook)
     else:
         with torch.no_grad():
             cond = encode_prompts(parts, [PROMPT], parts.unet.device)
@@ -192,7 +192,7 @@ def test_sampler_boxes_come_from_the_scene(parts, settings):
     Scene.boxes = [(0.1, 0.1, 0.2, 0.2), (0.3, 0.3, 0.9, 0.9)]
     assert mifo_box.scene_boxes(Scene(), [1]) == [(0.3, 0.3, 0.9, 0.9)]
     with pytest.raises(ValueError, match="subjects but"):
-        mifo_box.generate_box_controlled(parts, [PROMPT], [1], [[0, 1]], [BOXES[:1]], settings, steps=1)
+        mifo_box.generate_box_controlled(parts, [PROMPT], [1], [[0, 1]], [BOXES[:1]], settings, steps=1, guidance_scale=7.5)
     with pytest.raises(ValueError, match="concept tokens"):
         mifo_box.subject_positions(parts.tokenizer, torch.zeros(77, dtype=torch.long), [7])
 
@@ -202,9 +202,10 @@ def test_a_batch_may_mix_subsets_and_each_image_is_its_own(parts, settings):
     the CPU kernels' last bits (one grey level, as plain DDIM: docs/GENERATION_AND_SCORING.md)."""
     prompts = [PROMPT, "a photo of <asset1> at the beach"]
     boxes = [BOXES, BOXES[1:]]
-    together = mifo_box.generate_box_controlled(parts, prompts, [1, 2], [[0, 1], [1]], boxes, settings, steps=3)
+    together = mifo_box.generate_box_controlled(parts, prompts, [1, 2], [[0, 1], [1]], boxes, settings, steps=3,
+                                                guidance_scale=7.5)
     for i, image in enumerate(together):
         alone = mifo_box.generate_box_controlled(parts, prompts[i:i + 1], [[1, 2][i]], [[[0, 1], [1]][i]],
-                                                 boxes[i:i + 1], settings, steps=3)[0]
+                                                 boxes[i:i + 1], settings, steps=3, guidance_scale=7.5)[0]
         diff = np.abs(np.asarray(image, dtype=int) - np.asarray(alone, dtype=int))
         assert diff.max() <= 1 and diff.mean() < 1e-3

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from bas.cli import main
-from bas.config import ModelsConfig
 from bas.models import resolve_sources
 from bas.models.fetch import ENV_OVERRIDES, DIFFUSION_FILES, present, sd21_models
+from tests import params_defaults
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_fetch_with_local_copies_reports_where_and_how_big(offline, empty_cache,
 def test_presence_reads_the_hub_cache_at_the_pinned_revision(empty_cache, monkeypatch):
     for env in ENV_OVERRIDES.values():
         monkeypatch.delenv(env, raising=False)
-    model = next(m for m in sd21_models(ModelsConfig(profile="sd21")) if m.key == "diffusion")
+    model = next(m for m in sd21_models(params_defaults.models(profile="sd21")) if m.key == "diffusion")
     assert not present(model).ok
     # The layout huggingface_hub writes: models--org--name/snapshots/<commit>/<file>.
     snapshot = empty_cache / "models--sd2-community--stable-diffusion-2-1-base" / "snapshots" / model.revision

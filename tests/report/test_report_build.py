@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 
 from bas import cli
-from bas.config import ReportConfig
 from bas.errors import ConfigError, DataError
 from bas.report import build_report
 from bas.report.build import collect
 from bas.report.html import SECTIONS
 from bas.report.results import load_results
+from tests import params_defaults
 
 from report_fixtures import CENTRES, FRONT, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
-CFG = ReportConfig(bootstrap_samples=200)
+CFG = params_defaults.report(bootstrap_samples=200)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_pareto_front_of_the_synthetic_run(synthetic_results, tmp_path):
     results = load_results(synthetic_results)
     data = collect(results, CFG, tmp_path, "synthetic")
     assert data.front == FRONT  # cd_m is dominated by ti_m; the ablation is kept off
-    with_ablations = collect(results, ReportConfig(bootstrap_samples=50, pareto_include_ablations=True),
+    with_ablations = collect(results, params_defaults.report(bootstrap_samples=50, pareto_include_ablations=True),
                              tmp_path, "synthetic")
     assert with_ablations.front == ["db_m", "bas", "ti_m", "bas_no_union"]
 
@@ -161,9 +161,9 @@ def test_sd21_profile_has_no_banner_and_incomplete_runs_are_listed(tmp_path):
 
 def test_bad_inputs_are_named(synthetic_results, tmp_path):
     with pytest.raises(ConfigError, match=r"report\.picture_scenes.*nope"):
-        build_report(synthetic_results, tmp_path / "o", ReportConfig(bootstrap_samples=20, picture_scenes=("nope",)))
+        build_report(synthetic_results, tmp_path / "o", params_defaults.report(bootstrap_samples=20, picture_scenes=("nope",)))
     with pytest.raises(ConfigError, match=r"report\.test_metrics\[0\]"):
-        ReportConfig(test_metrics=("accuracy",))
+        params_defaults.report(test_metrics=("accuracy",))
     empty = tmp_path / "empty" / "runs"
     empty.mkdir(parents=True)
     with pytest.raises(DataError, match="no scores.parquet"):

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bas.config import ReportConfig
 from bas.report import build_report
+from tests import params_defaults
 
 from report_fixtures import write_results
 
@@ -46,7 +46,7 @@ def colour_pixels(pixels: np.ndarray, colour: tuple[int, int, int], tolerance: i
 
 def test_report_renders_offline_in_headless_chromium(tmp_path):
     results = write_results(tmp_path / "results")
-    outputs = build_report(results, tmp_path / "out", ReportConfig(bootstrap_samples=100))
+    outputs = build_report(results, tmp_path / "out", params_defaults.report(bootstrap_samples=100))
     # Opened from a copy holding nothing but the HTML: nothing else may be needed.
     alone = tmp_path / "alone" / "report.html"
     alone.parent.mkdir()

@@ -12,16 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-from bas.config import Config, SandboxConfig, SandboxStage, ScoringConfig
+from bas.config import Config, SandboxStage
 from bas.errors import ModelNotAvailableError
 from bas.sandbox import classifiers as C
 from bas.sandbox import world
 from bas.scoring.segment import MaskFormerSegmenter, Segmentation, make_segmenter
+from tests import params_defaults
 
 
 def tiny_config(steps: int = 4) -> Config:
     stage = SandboxStage(steps=steps, batch_size=2, lr=1e-3, warmup_steps=1)
-    return Config(sandbox=dataclasses.replace(SandboxConfig(), segmenter=stage, judge=stage))
+    return params_defaults.config_with(sandbox=params_defaults.sandbox(segmenter=stage, judge=stage))
 
 
 # --------------------------------------------------------------------------- data
@@ -185,14 +186,14 @@ def test_saved_judge_predicts_what_the_trained_one_did_and_reproduces_its_record
 
 def test_make_segmenter_picks_the_sandbox_segmenter_when_the_scorers_have_one():
     own = C.SandboxSegmenter(C.SegmenterNet())
-    assert make_segmenter(SimpleNamespace(segmenter=own), ScoringConfig(), torch.device("cpu")) is own
+    assert make_segmenter(SimpleNamespace(segmenter=own), params_defaults.scoring(), torch.device("cpu")) is own
     maskformer_parts = dict(maskformer=object(), maskformer_processor=object(), panoptic_id2label={1: "cat"})
     for scorers in (SimpleNamespace(segmenter=None, **maskformer_parts), SimpleNamespace(**maskformer_parts)):
-        picked = make_segmenter(scorers, ScoringConfig(), torch.device("cpu"))
+        picked = make_segmenter(scorers, params_defaults.scoring(), torch.device("cpu"))
         assert isinstance(picked, MaskFormerSegmenter) and picked.labels == ("cat",)
     untrained = SimpleNamespace(segmenter=None, maskformer=None, profile="sandbox")
     with pytest.raises(ModelNotAvailableError, match="bas sandbox train --only segmenter"):
-        make_segmenter(untrained, ScoringConfig(), torch.device("cpu"))
+        make_segmenter(untrained, params_defaults.scoring(), torch.device("cpu"))
 
 
 def test_the_run_time_segmenter_is_trained_on_this_worlds_classes_and_size():

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from bas.config import Config, SandboxStage
 from bas.sandbox import embedders, world
 from bas.sandbox.train_diffusion import world_batch
+from tests import params_defaults
 
 
 def test_aligned_embeddings_give_the_known_loss():
@@ -107,7 +108,7 @@ def small(monkeypatch):
 
 
 def small_cfg(tmp_path, seed: int = 0) -> Config:
-    cfg = Config()
+    cfg = params_defaults.params()
     stage = SandboxStage(steps=4, batch_size=4, lr=1e-3, warmup_steps=1)
     return dataclasses.replace(
         cfg, sandbox=dataclasses.replace(cfg.sandbox, seed=seed, clip=stage, dino=stage),

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import bas
-from bas.config import ModelsConfig
 from bas.errors import ModelNotAvailableError
 from bas.models import registry
 from bas.sandbox import embedders, world
+from tests import params_defaults
 
 from tests.sandbox.test_embedders import small_cfg
 
@@ -44,8 +44,8 @@ def test_weights_dir_is_the_bundled_one_unless_set(tmp_path):
     from bas.sandbox.stages import weights_dir
 
     bundled = Path(bas.__file__).parent / "data" / "sandbox"
-    assert registry.sandbox_weights_dir(ModelsConfig(profile="sandbox")) == bundled
-    assert registry.resolve_sources(ModelsConfig(profile="sandbox")).diffusion == str(bundled / "diffusion")
+    assert registry.sandbox_weights_dir(params_defaults.models(profile="sandbox")) == bundled
+    assert registry.resolve_sources(params_defaults.models(profile="sandbox")).diffusion == str(bundled / "diffusion")
     cfg = small_cfg(tmp_path)
     assert registry.sandbox_weights_dir(cfg.models) == weights_dir(cfg) == tmp_path / "weights"
 
@@ -101,7 +101,7 @@ def world_scene() -> world.WorldImage:
 
 
 def test_missing_weights_say_where_and_how_to_train(tmp_path):
-    cfg = ModelsConfig(profile="sandbox", sandbox_weights=str(tmp_path / "empty"))
+    cfg = params_defaults.models(profile="sandbox", sandbox_weights=str(tmp_path / "empty"))
     with pytest.raises(ModelNotAvailableError) as err:
         registry.load_scorers(cfg)
     message = str(err.value)
@@ -127,7 +127,7 @@ def test_fp16_diffusion_loads_as_fp32(tmp_path):
     torch.manual_seed(0)
     vae, unet, text = base_model.build_vae(), base_model.build_unet(), base_model.build_text_encoder()
     save_diffusion(tmp_path / "diffusion", vae, unet, text, {"seed": 0})
-    parts = registry.load_diffusion(ModelsConfig(profile="sandbox", sandbox_weights=str(tmp_path)))
+    parts = registry.load_diffusion(params_defaults.models(profile="sandbox", sandbox_weights=str(tmp_path)))
     assert parts.profile == "sandbox" and parts.resolution == 64
     for saved, loaded in ((unet, parts.unet), (vae, parts.vae), (text, parts.text_encoder)):
         assert {p.dtype for p in loaded.parameters()} == {torch.float32}

@@ -12,11 +12,12 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from bas.config import SandboxConfig, SandboxStage
+from bas.config import SandboxStage
 from bas.models.tokenizer import write_clip_tokenizer
 from bas.sandbox import train_diffusion as td
+from tests import params_defaults
 
-TINY = SandboxConfig(vae=SandboxStage(3, 2, 1e-3, 1), base=SandboxStage(4, 2, 5e-4, 1), base_restart=None)
+TINY = params_defaults.sandbox(vae=SandboxStage(3, 2, 1e-3, 1), base=SandboxStage(4, 2, 5e-4, 1), base_restart=None)
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -135,16 +136,17 @@ def test_train_stages_write_the_model_and_a_record_of_how_it_was_made(tmp_path):
     from bas import config
     from bas.sandbox.stages import read_record, run_stages
 
-    sandbox = {"vae": {"steps": 2, "batch_size": 2, "lr": 1e-3}, "base": {"steps": 2, "batch_size": 2, "lr": 5e-4},
-               "base_restart": None}
-    cfg = config.load(overrides={"models.sandbox_weights": str(tmp_path / "weights"), "sandbox": sandbox})
+    # Whole stages replace params.yaml's; the rest of `sandbox` is params.yaml's.
+    sandbox = {"vae": {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_steps": 0},
+               "base": {"steps": 2, "batch_size": 2, "lr": 5e-4, "warmup_steps": 0}, "base_restart": None}
+    cfg = config.load(overrides={"models.sandbox_weights": str(tmp_path / "weights"), **{f"sandbox.{k}": v for k, v in sandbox.items()}})
     run_stages(cfg, ["vae", "base"], tmp_path / "work")
     record = read_record(tmp_path / "weights" / "diffusion")
     assert record["base_resumed_at_step"] == 0 and record["params"]["base_restart"] is None
     assert record["params"]["base"]["steps"] == 2 and record["validity"]["vae_psnr_db"] > 0
     # More compute later: a warm restart continues the finished run, and the record says from where.
-    sandbox["base_restart"] = {"steps": 1, "batch_size": 2, "lr": 1e-4}
-    cfg = config.load(overrides={"models.sandbox_weights": str(tmp_path / "weights"), "sandbox": sandbox})
+    sandbox["base_restart"] = {"steps": 1, "batch_size": 2, "lr": 1e-4, "warmup_steps": 0}
+    cfg = config.load(overrides={"models.sandbox_weights": str(tmp_path / "weights"), **{f"sandbox.{k}": v for k, v in sandbox.items()}})
     run_stages(cfg, ["vae", "base"], tmp_path / "work")
     record = read_record(tmp_path / "weights" / "diffusion")
     assert record["base_resumed_at_step"] == 2 and record["params"]["base_restart"]["steps"] == 1
@@ -241,10 +243,10 @@ def test_object_pixels_weigh_more_with_an_object_loss_weight():
 def test_the_base_layout_sets_object_counts_and_sides():
     from bas.config import SandboxLayout
 
-    one_large = SandboxLayout(counts=(1,), count_probs=(1.0,), sides=(40, 48))
+    one_large = params_defaults.sandbox_layout(counts=(1,), count_probs=(1.0,), sides=(40, 48))
     images = td.world_batch(0, "layout", 0, 16, layout=one_large)
     assert all(len(w.objects) == 1 for w in images)
     assert all(40 <= w.boxes[0][2] <= 48 and w.masks[0].any() for w in images)
     default = td.world_batch(0, "layout", 0, 16)
     assert [w.caption(random.Random(0)) for w in default] == \
-        [w.caption(random.Random(0)) for w in td.world_batch(0, "layout", 0, 16, layout=SandboxLayout())]
+        [w.caption(random.Random(0)) for w in td.world_batch(0, "layout", 0, 16, layout=params_defaults.sandbox_layout())]

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bas.config import ScenesConfig, load
+from bas.config import load
 from bas.sandbox import world
 from bas.scenes import load_scenes, stage_coco
 from bas.scenes.coco import sandbox_world_root
+from tests import params_defaults
 
 
 def test_novel_identities_are_a_fixed_fifth_and_leave_every_attribute_learnable():
@@ -90,7 +91,7 @@ def test_the_committed_world_is_what_write_coco_root_makes(tmp_path):
 
 
 def test_the_world_stages_through_the_coco_code_into_novel_object_scenes(tmp_path):
-    cfg = ScenesConfig(coco_root="sandbox", split="sandbox", resolution=64, num_scenes=50, excluded_classes=())
+    cfg = params_defaults.scenes(coco_root="sandbox", split="sandbox", resolution=64, num_scenes=50, excluded_classes=())
     report = stage_coco(cfg, tmp_path / "scenes")
     scenes = load_scenes(tmp_path / "scenes")
     assert len(report.written) == len(scenes) == 24 and not report.skipped

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from bas.config import ScenesConfig
+from tests import params_defaults
 
 CATEGORIES = [
     {"id": 1, "name": "person", "supercategory": "person"},
@@ -31,7 +32,7 @@ def rect(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
 def scenes_cfg(root: Path, split: str = "train", **changes) -> ScenesConfig:
     values = dict(coco_root=str(root), split=split, resolution=32, num_scenes=50)
     values.update(changes)
-    return ScenesConfig(**values)
+    return params_defaults.scenes(**values)
 
 
 class CocoBuilder:

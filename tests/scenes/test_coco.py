@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from bas.config import ScenesConfig
 from bas.errors import DataError
 from bas.scenes import load_scenes, stage_coco
 from bas.scenes.coco import (CocoSource, crop_box, rank_key, ranked_image_ids, read_annotations,
                              select_concepts)
+from tests import params_defaults
 
 from .conftest import rect, scenes_cfg, two_concept_image
 
@@ -212,7 +212,7 @@ def _centroid(mask: np.ndarray) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def sample_scenes(coco_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("sample") / "scenes"
-    report = stage_coco(ScenesConfig(coco_root=str(coco_root), split="train2017", resolution=128), out)
+    report = stage_coco(params_defaults.scenes(coco_root=str(coco_root), split="train2017", resolution=128), out)
     return report, {s.scene_id: s for s in load_scenes(out)}
 
 
@@ -250,12 +250,12 @@ def test_sample_masks_sit_where_the_objects_are(sample_scenes):
 
 def test_sample_rejects_images_for_the_documented_reasons(coco_root):
     coco = read_annotations(CocoSource(coco_root, "train2017"))
-    cfg = ScenesConfig(coco_root=str(coco_root), split="train2017")
+    cfg = params_defaults.scenes(coco_root=str(coco_root), split="train2017")
     # 110: two large people; 263: two large elephants; 387: two large laptops.
     for image_id in (110, 263, 387):
         assert select_concepts(coco, coco.images[image_id], cfg, []) is None, image_id
     # 142 without the exclusion list gains "banana" (slices on the sandwich) as a third concept.
-    wider = ScenesConfig(coco_root=str(coco_root), split="train2017", excluded_classes=())
+    wider = params_defaults.scenes(coco_root=str(coco_root), split="train2017", excluded_classes=())
     candidate = select_concepts(coco, coco.images[142], wider, [])
     assert [coco.categories[c.category_id] for c in candidate.concepts] == ["sandwich", "bottle", "banana"]
     # 257 has a crowd of people: crowds are never concepts.
@@ -272,7 +272,7 @@ def test_sample_ranking_is_stable_when_images_are_added(coco_root, tmp_path):
     subset = dict(source, images=[i for i in source["images"] if i["id"] != 623],
                   annotations=[a for a in source["annotations"] if a["image_id"] != 623])
     annotation_file.write_text(json.dumps(subset))
-    cfg = ScenesConfig(coco_root=str(root), split="train2017", num_scenes=3, resolution=64)
+    cfg = params_defaults.scenes(coco_root=str(root), split="train2017", num_scenes=3, resolution=64)
     small = stage_coco(cfg, tmp_path / "small")
     annotation_file.write_text(json.dumps(source))
     big = stage_coco(cfg, tmp_path / "big")
@@ -282,7 +282,7 @@ def test_sample_ranking_is_stable_when_images_are_added(coco_root, tmp_path):
 
 
 def test_sample_num_scenes_takes_a_prefix_of_the_ranking(coco_root, tmp_path):
-    cfg = ScenesConfig(coco_root=str(coco_root), split="train2017", num_scenes=2, resolution=32)
+    cfg = params_defaults.scenes(coco_root=str(coco_root), split="train2017", num_scenes=2, resolution=32)
     assert stage_coco(cfg, tmp_path / "two").selected == list(SAMPLE_SCENES)[:2]
     coco = read_annotations(CocoSource(coco_root, "train2017"))
     ranked = ranked_image_ids(coco, 0)
@@ -297,7 +297,7 @@ def test_sample_staging_copes_with_a_deleted_image(coco_root, tmp_path):
     for image in (coco_root / "train2017").iterdir():
         if image.name != "000000000623.jpg":
             (root / "train2017" / image.name).symlink_to(image)
-    cfg = ScenesConfig(coco_root=str(root), split="train2017", num_scenes=3, resolution=32)
+    cfg = params_defaults.scenes(coco_root=str(root), split="train2017", num_scenes=3, resolution=32)
     report = stage_coco(cfg, tmp_path / "out")
     assert report.selected == ["coco-train2017-142", "coco-train2017-650", "coco-train2017-394"]
     assert [(s.kind, s.item) for s in report.skipped] == [("image", "image 623 (000000000623.jpg)")]

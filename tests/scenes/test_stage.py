@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bas.config import ScenesConfig
 from bas.errors import DataError
 from bas.scenes import add_scene, demo_root, load_scenes, make_user_scene, resolve_coco_root, stage_coco
 from bas.scenes.index import INDEX_COLUMNS, read_index
+from tests import params_defaults
 
 from .conftest import rect, scenes_cfg, two_concept_image
 
@@ -217,7 +217,7 @@ def test_no_qualifying_scene_names_root_split_and_criteria(coco, tmp_path):
 
 
 def test_a_missing_coco_root_falls_back_to_the_demo(tmp_path, caplog):
-    cfg = ScenesConfig(coco_root=str(tmp_path / "no-coco-here"), split="train2017", resolution=64)
+    cfg = params_defaults.scenes(coco_root=str(tmp_path / "no-coco-here"), split="train2017", resolution=64)
     with caplog.at_level(logging.WARNING, logger="bas.scenes"):
         source = resolve_coco_root(cfg)
     assert source.is_demo and source.split == "demo" and source.root == demo_root()
@@ -238,7 +238,7 @@ def test_an_existing_root_is_used_as_configured(coco):
     coco.write()
     source = resolve_coco_root(scenes_cfg(coco.root))
     assert (source.root, source.split, source.is_demo) == (coco.root, "train", False)
-    assert resolve_coco_root(ScenesConfig(coco_root="demo")).is_demo
+    assert resolve_coco_root(params_defaults.scenes(coco_root="demo")).is_demo
 
 
 def test_demo_data_is_small_and_documented():

@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bas import config
 from bas.errors import DataError
 from bas.scenes import load_scene
 from bas.scoring.dino_scores import DinoEmbedder
@@ -12,13 +11,14 @@ from bas.scenes.masking import masked_concept
 from bas.schema import METRICS, SCORE_COLUMNS, validate
 from bas.scoring.score import Scorer, composite_score, score_folder
 from bas.scoring.segment import Segmentation
+from tests import params_defaults
 
 SCENE = "coco-train2017-599"  # concepts: 0 cat, 1 couch
 
 
 @pytest.fixture
 def cfg(tmp_path, tiny_models_cfg):
-    return config.parse({"models": {"profile": "tiny", "cache_dir": tiny_models_cfg.cache_dir},
+    return params_defaults.parse({"models": {"profile": "tiny", "cache_dir": tiny_models_cfg.cache_dir},
                          "paths": {"storage_root": str(tmp_path / "data")}, "scoring": {"batch_size": 2}})
 
 

@@ -1,15 +1,15 @@
 import numpy as np
 from PIL import Image
 
-from bas.config import ScoringConfig
 from bas.scoring.segment import MaskFormerSegmenter
+from tests import params_defaults
 
 
 def test_maskformer_segments_each_image_at_its_own_size(tiny_scorers):
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)) for h, w in [(96, 96), (64, 80)]]
     # Threshold 0 keeps every query: the random tiny model then yields real segments to check.
-    segmenter = MaskFormerSegmenter(tiny_scorers, ScoringConfig(maskformer_threshold=0.0,
+    segmenter = MaskFormerSegmenter(tiny_scorers, params_defaults.scoring(maskformer_threshold=0.0,
                                                                 maskformer_mask_threshold=0.0,
                                                                 maskformer_overlap_threshold=0.0),
                                     tiny_scorers.maskformer.device)

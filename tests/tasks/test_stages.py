@@ -9,6 +9,7 @@ from prefect.states import Failed
 
 from bas import config, paths, pipeline
 from bas.errors import DataError
+from tests import params_defaults
 from orchestration_helpers import REPO, tiny_overrides
 from tasks import stages
 
@@ -28,7 +29,7 @@ def test_business_errors_are_not_retried_transient_ones_are():
 
 
 def test_configured_tasks_take_retries_and_shared_storage_from_params(tmp_path):
-    cfg = config.parse({"paths": {"storage_root": str(tmp_path)},
+    cfg = params_defaults.parse({"paths": {"storage_root": str(tmp_path)},
                         "orchestration": {"retries": 3, "retry_delay_seconds": 2}})
     task = stages.configured(stages.train_generate, cfg)
     assert task.retries == 3 and task.retry_delay_seconds == [2, 4, 8]  # exponential backoff

@@ -8,7 +8,8 @@ from typing import Any, Callable
 import pytest
 
 from bas import config
-from bas.config import Config, ScenesConfig
+from bas.config import Config
+from tests import params_defaults
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "bas" / "models"
@@ -34,7 +35,7 @@ def coco_scene(coco_root):
     """A real scene built by bas.scenes from the COCO sample, at the protocol's 512 px."""
     from bas.scenes.coco import build_scene, read_annotations, resolve_coco_root, select_concepts
 
-    cfg = ScenesConfig(coco_root=str(coco_root))
+    cfg = params_defaults.scenes(coco_root=str(coco_root))
     source = resolve_coco_root(cfg)
     coco = read_annotations(source)
     skipped: list = []

@@ -4,7 +4,8 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from bas.config import BAS_ATTENTION_LAYERS, AttentionTermRecipe
+from bas.config import AttentionTermRecipe
+from tests.params_defaults import BAS_ATTENTION_LAYERS
 from bas.models import load_diffusion
 from bas.tokens import add_placeholder_tokens
 from bas import attention as attn

@@ -16,10 +16,10 @@ other share 0.066 vs 0.227, own share 0.79 vs 0.24.
 """
 
 
-from bas.config import BAS_ATTENTION_LAYERS
 from bas.models import load_diffusion
 from bas.training import train_scene
 from bas.training.probe import attention_overlap
+from tests.params_defaults import BAS_ATTENTION_LAYERS
 from tests.training.conftest import tiny_config
 
 EXPERIMENT = {

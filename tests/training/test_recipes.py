@@ -6,9 +6,10 @@ import pytest
 import yaml
 
 from bas import config
-from bas.config import BAS_ATTENTION_LAYERS, to_dict
+from bas.config import to_dict
 from bas.errors import BasError, ConfigError
 from bas.training.methods import MethodNotAvailable, get_recipe
+from tests.params_defaults import BAS_ATTENTION_LAYERS
 from tests.shipped_methods import SHIPPED, SUCCESSORS
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"

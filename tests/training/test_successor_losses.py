@@ -56,7 +56,7 @@ def test_mifo_reward_wants_half_the_mask():
     # The reward does not punish leakage as the penalty does: a small leak costs it little.
     outside = 1 - resize_mask_bilinear(mask, 16).reshape(1, 256)
     leak = half + 0.01 * outside
-    assert mifo_reward_loss([leak], mask).item() == pytest.approx(((0.01 * outside) ** 2).mean().item(), rel=1e-5)
+    assert mifo_reward_loss([leak], mask, target_scale=0.5).item() == pytest.approx(((0.01 * outside) ** 2).mean().item(), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- Textual Localization
@@ -138,11 +138,11 @@ def test_enhance_loss_falls_as_the_weaker_peak_rises():
     for peak in (0.1, 0.3, 0.5):
         weak = torch.zeros(1, 2, 8, 8)
         weak[0, 1, 2, 2] = peak
-        values.append(sne_enhance_loss(torch.cat([strong, weak])).item())
+        values.append(sne_enhance_loss(torch.cat([strong, weak]), 3, 0.5).item())
     assert values[0] > values[1] > values[2]
     center = gaussian_kernel(3, 0.5)[1, 1].item()
     assert values[2] == pytest.approx(1 - 0.5 * center, rel=1e-5)       # 1 - the smoothed weak peak
     stronger = strong * 1.1
     weak = torch.zeros(1, 2, 8, 8)
     weak[0, 1, 2, 2] = 0.5
-    assert sne_enhance_loss(torch.cat([stronger, weak])).item() == pytest.approx(values[2])  # only the weaker counts
+    assert sne_enhance_loss(torch.cat([stronger, weak]), 3, 0.5).item() == pytest.approx(values[2])  # only the weaker counts

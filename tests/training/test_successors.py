@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from bas import config, paths
-from bas.config import BAS_ATTENTION_LAYERS, ConfigError
+from bas.config import ConfigError
 from bas.generation.run import generate_grid, generate_run
 from bas.models import load_diffusion
 from bas.scenes import load_scene
@@ -21,7 +21,9 @@ from bas.training import get_recipe, train_scene
 from tests.shipped_methods import SUCCESSORS
 from bas.training.engine import LOG_FILE
 from bas.training.prior import class_images_dir
+from tests.params_defaults import BAS_ATTENTION_LAYERS
 from tests.training.conftest import REPO, tiny_config
+from tests import params_defaults
 
 PARAMS = REPO / "params.yaml"
 SCENE = "coco-train2017-599"          # cat + couch, 128 px (tests/conftest.py)
@@ -101,7 +103,7 @@ def _with(methods):
     ({"x": {"include": "bas", "attention_terms": {"a": {"kind": "mifo", "layers": ["up_blocks.1"]}}}},
      r"methods\.x\.attention_terms\.a\.kind"),
     ({"x": {"include": "bas", "attention_terms": {"a": {"kind": "tl_hard", "layers": ["x"], "from_step": 5,
-                                                        "until_step": 5}}}},
+                                                        "until_step": 5, "map_scale": 4}}}},
      r"methods\.x\.attention_terms\.a\.until_step"),
     ({"x": {"include": "bas", "prior_prompt": "a photo of a {class}"}}, r"methods\.x\.prior_prompt"),
     ({"x": {"include": "bas", "prior_num_images": 0}}, r"methods\.x\.prior_num_images"),
@@ -119,9 +121,9 @@ def test_bad_successor_recipes_name_the_key(methods, message):
 
 def test_mifo_box_settings_are_checked():
     with pytest.raises(ConfigError, match=r"generation\.mifo_box\.alpha_linear_end"):
-        config.parse({"generation": {"mifo_box": {"alpha_linear_end": 1}}})
+        params_defaults.parse({"generation": {"mifo_box": {"alpha_linear_end": 1}}})
     with pytest.raises(ConfigError, match=r"unknown key generation\.mifo_box\.steps"):
-        config.parse({"generation": {"mifo_box": {"steps": 3}}})
+        params_defaults.parse({"generation": {"mifo_box": {"steps": 3}}})
 
 
 # --------------------------------------------------------------------------- runs (tiny)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bas.attention import AttentionStore
-from bas.attention_terms import TlOptions
+from bas.attention_terms import MifoRewardOptions, SneEnhanceOptions, TlOptions
 from bas.config import AttentionTermRecipe
 from bas.training.losses import (bas_attention_loss, mifo_penalty_loss, mifo_reward_loss, sne_enhance_loss, sne_separate_loss,
                                  tl_attention_loss, tl_guidance_maps)
@@ -31,7 +31,8 @@ def masks(k: int, size: int = 32) -> torch.Tensor:
 
 
 def test_term_active_counts_the_phase_steps():
-    reward = AttentionTermRecipe(kind="mifo_reward", layers=("up_blocks.1",), until_step=200)
+    reward = AttentionTermRecipe(kind="mifo_reward", layers=("up_blocks.1",), until_step=200,
+                                 options=MifoRewardOptions(target_scale=0.5))
     penalty = AttentionTermRecipe(kind="mifo_penalty", layers=("up_blocks.1",), from_step=200)
     assert [term_active(reward, s) for s in (0, 199, 200, 599)] == [True, True, False, False]
     assert [term_active(penalty, s) for s in (0, 199, 200, 599)] == [False, False, True, True]
@@ -98,7 +99,8 @@ def test_mifo_terms_read_each_layer_of_any_resolution():
     torch.manual_seed(1)
     maps = {A16: torch.rand(1, 2, 64, T).softmax(-1), A32: torch.rand(1, 2, 256, T).softmax(-1)}
     store = store_with(maps)
-    term = AttentionTermRecipe(kind="mifo_reward", layers=("up_blocks.1.attentions.0", "up_blocks.2.attentions.0"))
+    term = AttentionTermRecipe(kind="mifo_reward", layers=("up_blocks.1.attentions.0", "up_blocks.2.attentions.0"),
+                               options=MifoRewardOptions(target_scale=0.5))
     m = masks(2)
     got = compute_term(term, store, TermInputs([[1, 4]], [m], [100], 0, 32))
     want = mifo_reward_loss([maps[A16].mean(1)[0][:, [1, 4]].T, maps[A32].mean(1)[0][:, [1, 4]].T], m, 0.5)
@@ -127,13 +129,14 @@ def test_sne_terms_read_heads_and_skip_single_concept_samples():
     store = store_with(probs, heads=True)
     layers = ("up_blocks.1.attentions.0", "up_blocks.1.attentions.1")
     separate = AttentionTermRecipe(kind="sne_separate", layers=layers)
-    enhance = AttentionTermRecipe(kind="sne_enhance", layers=layers)
+    enhance = AttentionTermRecipe(kind="sne_enhance", layers=layers,
+                                  options=SneEnhanceOptions(smoothing_size=3, smoothing_sigma=0.5))
     inputs = TermInputs([[1, 4], [2]], [masks(2), masks(1)], [100, 100], 0, 32)
     heads = (probs[A16] + probs[B16])[0] / 2                              # (heads, HW, T), layers averaged
     pair = heads[:, :, [1, 4]].permute(2, 0, 1)                           # (2, heads, HW)
     assert compute_term(separate, store, inputs).item() == pytest.approx(sne_separate_loss(pair).item() / 2)
     assert compute_term(enhance, store, inputs).item() == pytest.approx(
-        sne_enhance_loss(pair.reshape(2, 4, 8, 8)).item() / 2)
+        sne_enhance_loss(pair.reshape(2, 4, 8, 8), 3, 0.5).item() / 2)
     single = TermInputs([[2]], [masks(1)], [100], 0, 32)
     assert compute_term(separate, store, single) is None
     with pytest.raises(RuntimeError, match="per-head maps"):
