@@ -18,6 +18,7 @@ from typing import Any, Optional
 import yaml
 
 from bas import config
+from bas.config.recipes import merge_mappings
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -29,18 +30,9 @@ def _raw() -> dict[str, Any]:
     return data
 
 
-def _merge(base: Any, top: Any) -> Any:
-    if isinstance(base, dict) and isinstance(top, dict):
-        out = dict(base)
-        for key, value in top.items():
-            out[key] = _merge(base[key], value) if key in base else value
-        return out
-    return top
-
-
 def data(partial: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """params.yaml's mapping (no profile overlay) with `partial` merged in, mapping by mapping."""
-    return _merge(copy.deepcopy(_raw()), partial or {})
+    return merge_mappings(copy.deepcopy(_raw()), partial or {})
 
 
 def parse(partial: Optional[dict[str, Any]] = None) -> config.Config:

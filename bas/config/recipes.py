@@ -14,6 +14,16 @@ from bas.config.builder import _check
 from bas.config.recipe_schema import MethodRecipe
 
 
+def merge_mappings(base: Any, child: Any) -> Any:
+    """`child` over `base`: mappings merge key by key (recursively), any other value replaces."""
+    if isinstance(base, dict) and isinstance(child, dict):
+        out = dict(base)
+        for k, v in child.items():
+            out[k] = merge_mappings(base[k], v) if k in base else v
+        return out
+    return child
+
+
 def resolve_includes(methods: Any, key: str = "methods") -> dict[str, Any]:
     """Expand `include: <method>` in each raw recipe: the parent's mapping, then the child's keys.
 
@@ -24,14 +34,6 @@ def resolve_includes(methods: Any, key: str = "methods") -> dict[str, Any]:
         return {}
     _check(isinstance(methods, dict), key, methods, "expected a mapping of method name -> recipe")
     resolved: dict[str, Any] = {}
-
-    def merge(base: Any, child: Any) -> Any:
-        if isinstance(base, dict) and isinstance(child, dict):
-            out = dict(base)
-            for k, v in child.items():
-                out[k] = merge(base[k], v) if k in base else v
-            return out
-        return child
 
     def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
         if name in resolved:
@@ -45,7 +47,7 @@ def resolve_includes(methods: Any, key: str = "methods") -> dict[str, Any]:
                    f"no such method (known: {', '.join(sorted(methods))})")
             _check(parent not in chain, f"{key}.{name}.include", parent,
                    f"include cycle {' -> '.join(chain + (name, parent))}")
-            body = merge(resolve(parent, chain + (name,)), body)
+            body = merge_mappings(resolve(parent, chain + (name,)), body)
         resolved[name] = body
         return body
 
