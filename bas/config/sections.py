@@ -413,7 +413,6 @@ class TrainingConfig:
         _check(self.lr_scale > 0, "training.lr_scale", self.lr_scale, "must be > 0")
 
 
-
 @dataclass(frozen=True)
 class ReportConfig:
     """The comparison report (`bas report`, bas/report)."""
