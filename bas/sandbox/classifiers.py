@@ -41,8 +41,7 @@ from bas.io import atomic_dir
 from bas.paths import TRAINING_RECORD_FILE
 from bas.sandbox import world
 from bas.sandbox.devices import device_record
-from bas.sandbox.loop import lr_at, train_steps
-from bas.sandbox.loop import stage_rng
+from bas.sandbox.loop import lr_at, stage_rng, train_steps
 from bas.sandbox.train_diffusion import to_pixels
 from bas.models.sandbox_segmenter import (CONFIG_FILE, IMAGE_SIZE, WEIGHTS_FILE, SandboxSegmenter, SegmenterNet,  # noqa: F401
                                           _conv, _load, _pixels_of, _save, as_saved, split_instances)

@@ -469,13 +469,13 @@ class Trainer:
             return
         p = self.parts
         tensors = load_file(resume_dir / RESUME_TENSORS)
+        params = {f"{module_name}.{name}": param for module_name in self.trained_names
+                  for name, param in getattr(p, module_name).named_parameters()}
         with torch.no_grad():
             embeddings = p.text_encoder.get_input_embeddings().weight
             embeddings[self.token_ids] = tensors.pop("tokens").to(embeddings.device, embeddings.dtype)
             for qualified, value in tensors.items():
-                module_name, _, name = qualified.partition(".")
-                param = dict(getattr(p, module_name).named_parameters())[name]
-                param.copy_(value.to(param.device, param.dtype))
+                params[qualified].copy_(value.to(params[qualified].device, params[qualified].dtype))
         self.history = state["history"]
         self.phase_summaries = state["phase_summaries"]
         self.trained_names = {k: set(v) for k, v in state["trained_names"].items()}
