@@ -1,6 +1,6 @@
 """Rehearse a real sd21 run at full size on this machine, with random weights (no download).
 
-    python scripts/rehearse_sd21.py [--models DIR] [--work DIR] [--coco-root DIR] [--max-rss-gb 15]
+    python scripts/rehearse_sd21.py [--models DIR] [--work DIR] [--coco-root DIR] [--max-rss-gb 20]
 
 Writes the sd21 models with random weights in their hub layouts (about 7.5 GB, once), points
 the sd21 profile at them through the BAS_SD21_* variables a user sets for a local copy, and
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
                         help="where the random-weight models are written (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=Path(".cache/bas/rehearsal"), help="storage root of the run")
     parser.add_argument("--coco-root", type=Path, default=Path("../shared/coco-sample"))
-    parser.add_argument("--max-rss-gb", type=float, default=15.0, help="kill a command above this RSS")
+    parser.add_argument("--max-rss-gb", type=float, default=20.0, help="kill a command above this RSS")
     parser.add_argument("--method", default="bas", help="the method trained (default: %(default)s)")
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -386,6 +386,9 @@ class TrainingConfig:
     batch_size: int
     # GPU only: autocast in `models.gpu_dtype` with fp32 master weights. CPU runs fp32.
     mixed_precision: bool
+    # auto: the two switches below are on at least, and a run turns on more when its largest
+    # phase would not fit the device (bas.models.memory); manual: the switches alone.
+    memory: Literal["manual", "auto"]
     gradient_checkpointing: bool
     use_8bit_adam: bool  # needs bitsandbytes
     # Keep every trained parameter besides the tokens (~2.6 GB a scene on sd21).

@@ -14,7 +14,8 @@ from typing import Optional
 
 from bas.config import Config
 from bas.models.fetch import Presence, hf_cache_dir, human_size, present, sd21_models
-from bas.models.memory import GB, HEADROOM, method_state, pick_options, sd21_parameter_counts
+from bas.models.memory import (GB, HEADROOM, bitsandbytes_installed, measured, method_peak, pick_options,
+                               sd21_parameter_counts)
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Device:
 @dataclass
 class MethodFit:
     method: str
-    need: dict[str, int]              # phase -> state bytes without options
+    need: dict[str, int]              # phase -> peak bytes without options
     options: tuple[str, ...]          # the options picked for the VRAM found
     need_with_options: int
     fits: Optional[bool]              # None on the CPU
@@ -51,6 +52,7 @@ class Report:
     disk_free: dict[str, int] = field(default_factory=dict)
     methods: list[MethodFit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    step_source: str = "measured in fp32 by bench/memory.py, docs/BENCHMARKS.md"
 
     @property
     def ok(self) -> bool:
@@ -74,8 +76,8 @@ class Report:
         lines += ["", "free disk:"] + [f"  {human_size(n):>9}  {where}" for where, n in self.disk_free.items()]
         if self.methods:
             vram = f"{self.device.memory_bytes / GB:.1f} GB" if self.device and self.device.memory_bytes else "no GPU"
-            lines += ["", f"training state per method (weights + gradients + AdamW moments, fp32; "
-                          f"activations come on top, docs/BENCHMARKS.md), against {vram} less {HEADROOM:.0%}:"]
+            lines += ["", f"peak memory per method at 512 px (weights, gradients and AdamW moments counted; "
+                          f"the step's activations {self.step_source}), against {vram} less {HEADROOM:.0%}:"]
             for m in self.methods:
                 phases = ", ".join(f"{phase} {n / GB:.1f} GB" for phase, n in m.need.items())
                 opts = "+".join(m.options) or "no memory options"
@@ -108,13 +110,19 @@ def check(cfg: Config, recipes: dict) -> Report:
     report.disk_free = _disk_free([hf_cache_dir(), Path(cfg.paths.storage_root)])
     if cfg.models.profile == "sd21":
         counts = sd21_parameter_counts()
+        table = measured()
+        if table is None:
+            report.step_source = "not measured: state only"
         vram = report.device.memory_bytes
+        batch = cfg.training.batch_size
+        eight_bit = bitsandbytes_installed()
         for method, recipe in recipes.items():
-            need = method_state(recipe, counts)
+            need = method_peak(recipe, batch, counts, (), table)
             if not need:
                 continue
-            choice = pick_options(lambda options: max(method_state(recipe, counts, options).values()),
-                                  vram if vram else float("inf"))
+            choice = pick_options(lambda options: max(method_peak(recipe, batch, counts, options, table).values()),
+                                  vram if vram else float("inf"),
+                                  available=lambda option: option != "use_8bit_adam" or eight_bit)
             report.methods.append(MethodFit(method, need, choice.options, choice.need_bytes,
                                             choice.fits if vram else None))
         if vram is None:

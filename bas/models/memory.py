@@ -1,22 +1,28 @@
-"""What a method's training holds in memory on the sd21 profile, and the options that fit a GPU.
+"""What a method's training holds in memory, and the memory options that fit a device.
 
-The state a phase holds is counted exactly from the full-size architectures
-(`bas.models.sd21_architectures`, built on the `meta` device): every weight of the UNet, VAE and
-text encoder, a gradient for each trainable parameter, and the optimizer's two moments
-(AdamW: fp32; 8-bit AdamW: one byte each). Activations are not counted here: they are the
-measured part of the peak (docs/BENCHMARKS.md) and `ACTIVATION_BYTES` holds them where
-measured.
+The state a phase holds is counted exactly from the models' parameters (for sd21 from the
+full-size architectures, `bas.models.sd21_architectures`, built on the `meta` device): every
+weight of the UNet, VAE and text encoder, a gradient for each trainable parameter, and the
+optimizer's two moments (AdamW: fp32; 8-bit AdamW: one byte each). The step's own memory
+(activations and the gradients as the backward pass writes them) is measured by
+`bench/memory.py` on the sd21 architectures at 512 px and stored in `sd21_memory.json`.
 
-    state = phase_state(counts, recipe.phases["phase2"].trainable, options)   # bytes
-    choice = pick_options(method_state_fn, vram_bytes)                         # MemoryChoice
+    state = phase_state(counts, recipe.phases["phase2"].trainable, options)      # bytes
+    peaks = method_peak(recipe, batch_size, counts, options, measured())         # {phase: bytes}
+    choice = pick_options(lambda o: max(method_peak(..., o, ...).values()), vram_bytes)
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import functools
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
+
+from bas.io import atomic_write_json
 
 GB = 1e9
 
@@ -28,6 +34,8 @@ OPTION_SETS: tuple[tuple[str, ...], ...] = (
 )
 # Head-room kept free on the GPU (CUDA context, allocator fragmentation, cuDNN workspaces).
 HEADROOM = 0.10
+# The step memory bench/memory.py measured on the sd21 architectures (written by --write-table).
+MEASURED_FILE = Path(__file__).with_name("sd21_memory.json")
 
 
 @dataclass(frozen=True)
@@ -54,15 +62,33 @@ def sd21_parameter_counts() -> ParameterCounts:
         unet = UNet2DConditionModel(**SD21_UNET)
         vae = AutoencoderKL(**SD21_VAE)
         text = CLIPTextModel(CLIPTextConfig(**SD21_TEXT_ENCODER))
+    return counts_of(unet, vae, text)
+
+
+def bitsandbytes_installed() -> bool:
+    try:   # an optional dependency, looked for only when 8-bit AdamW is asked for or considered
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def counts_of(unet, vae, text_encoder) -> ParameterCounts:
+    """The parameter counts of loaded models (any profile)."""
     kv = re.compile(r"\.attn2\.to_(k|v)\.")
     k = re.compile(r"\.attn2\.to_k\.")
     named = list(unet.named_parameters())
     return ParameterCounts(
         unet=sum(p.numel() for _, p in named), vae=sum(p.numel() for p in vae.parameters()),
-        text_encoder=sum(p.numel() for p in text.parameters()),
-        token_embedding=text.get_input_embeddings().weight.numel(),
+        text_encoder=sum(p.numel() for p in text_encoder.parameters()),
+        token_embedding=text_encoder.get_input_embeddings().weight.numel(),
         cross_attention_kv=sum(p.numel() for n, p in named if kv.search("." + n)),
         cross_attention_k=sum(p.numel() for n, p in named if k.search("." + n)))
+
+
+def weight_bytes(counts: ParameterCounts) -> int:
+    """fp32 weights of the UNet, VAE and text encoder."""
+    return 4 * (counts.unet + counts.vae + counts.text_encoder)
 
 
 def trainable_count(counts: ParameterCounts, trainable: Iterable[str]) -> int:
@@ -79,7 +105,7 @@ def trainable_count(counts: ParameterCounts, trainable: Iterable[str]) -> int:
 
 def phase_state(counts: ParameterCounts, trainable: Iterable[str], options: Sequence[str] = ()) -> int:
     """Bytes of weights (fp32), gradients (fp32) and AdamW moments for one training phase."""
-    weights = 4 * (counts.unet + counts.vae + counts.text_encoder)
+    weights = weight_bytes(counts)
     n = trainable_count(counts, trainable)
     moments = 2 * n if "use_8bit_adam" in options else 8 * n
     return weights + 4 * n + moments
@@ -92,20 +118,82 @@ def method_state(recipe, counts: Optional[ParameterCounts] = None, options: Sequ
             for name, phase in recipe.phases.items() if phase.steps > 0}
 
 
+# ---------------------------------------------------------------- measured step memory
+
+
+def write_measured(table: dict, source: str) -> Path:
+    """Store bench/memory.py's measurements (`{"training": {case: ...}, "generation": {case: ...}}`)."""
+    atomic_write_json(MEASURED_FILE, {"source": source, "date": _dt.date.today().isoformat(), **table})
+    measured.cache_clear()
+    return MEASURED_FILE
+
+
+@functools.lru_cache(maxsize=1)
+def measured() -> Optional[dict]:
+    """The stored measurements, or None where none were made."""
+    try:
+        return json.loads(MEASURED_FILE.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def samples_per_step(recipe, phase, batch_size: int) -> int:
+    """Images in one training step of `phase`: the batch, and as many class images with prior preservation."""
+    return batch_size * (2 if recipe.prior_preservation and phase.loss_weights.prior > 0 else 1)
+
+
+def step_bytes(table: Optional[dict], trainable: Iterable[str], samples: int, gradient_checkpointing: bool) -> int:
+    """The measured step memory of a phase that trains `trainable` on `samples` images, or 0 unmeasured.
+
+    From the measured case that trains the same parts, per image; a set never measured takes
+    the largest per-image figure (the step memory grows with what trains)."""
+    if not table or not table.get("training"):
+        return 0
+    key = str(bool(gradient_checkpointing)).lower()
+    per_sample = {frozenset(case["trainable"]): case["step_bytes"][key] / case["samples"]
+                  for case in table["training"].values()}
+    per = per_sample.get(frozenset(trainable), max(per_sample.values()))
+    return int(per * samples)
+
+
+def phase_peak(counts: ParameterCounts, trainable: Iterable[str], samples: int, options: Sequence[str],
+               table: Optional[dict]) -> int:
+    """Bytes at a phase's peak: weights and moments counted, the step measured (which holds the
+    gradients); without a measurement, the counted state alone."""
+    trainable = tuple(trainable)
+    state = phase_state(counts, trainable, options)
+    step = step_bytes(table, trainable, samples, "gradient_checkpointing" in options)
+    if step == 0:
+        return state
+    return state - 4 * trainable_count(counts, trainable) + step
+
+
+def method_peak(recipe, batch_size: int, counts: ParameterCounts, options: Sequence[str],
+                table: Optional[dict]) -> dict[str, int]:
+    """{phase: peak bytes} of the phases of `recipe` that run, with memory `options`."""
+    return {name: phase_peak(counts, phase.trainable, samples_per_step(recipe, phase, batch_size), options, table)
+            for name, phase in recipe.phases.items() if phase.steps > 0}
+
+
 @dataclass(frozen=True)
 class MemoryChoice:
     options: tuple[str, ...]       # the options picked; () = none needed
-    need_bytes: int                # the largest phase's state with those options
-    fits: bool                     # False: even every option leaves it above the VRAM
+    need_bytes: int                # the largest phase's peak with those options
+    fits: bool                     # False: even every option leaves it above the budget
+    budget_bytes: float = float("inf")
 
 
-def pick_options(state_of: Callable[[Sequence[str]], int], vram_bytes: float,
-                 activation_bytes: Callable[[Sequence[str]], int] = lambda options: 0) -> MemoryChoice:
-    """The first option set (cheapest first) whose state + activations fit `vram_bytes` less head-room."""
+def pick_options(need_of: Callable[[Sequence[str]], int], vram_bytes: float,
+                 available: Callable[[str], bool] = lambda option: True) -> MemoryChoice:
+    """The first option set (cheapest first) whose need fits `vram_bytes` less head-room.
+
+    `available(option)`: False for an option this machine cannot use (8-bit AdamW without
+    bitsandbytes); sets with it are passed over. Nothing fits: every available option."""
     budget = vram_bytes * (1 - HEADROOM)
+    sets = [options for options in OPTION_SETS if all(available(o) for o in options)]
     need = 0
-    for options in OPTION_SETS:
-        need = state_of(options) + activation_bytes(options)
+    for options in sets:
+        need = need_of(options)
         if need <= budget:
-            return MemoryChoice(options, need, True)
-    return MemoryChoice(OPTION_SETS[-1], need, False)
+            return MemoryChoice(options, need, True, budget)
+    return MemoryChoice(sets[-1], need, False, budget)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from bas.paths import TRAIN_DIR, TRAIN_JSON
+
 # torch, diffusers, transformers, open_clip and timm are imported by the writers that use them: the
 # rehearsal's driver (local_copy_env, rehearse) runs the bas commands in subprocesses and needs none.
 
@@ -168,8 +170,8 @@ def run_step(step: Step, env: dict[str, str], cwd: Path, max_rss_gb: float, log_
 
 # User overrides of the run: one scene, one step of each phase, one class image and one
 # prompt template, 2 DDIM steps; `bas generate` runs in its own process, so a method that
-# fine-tunes weights keeps them (`training.keep_weights`); the memory options a 24 GB machine
-# needs for BaS phase 2.
+# fine-tunes weights keeps them (`training.keep_weights`). The memory options are left to
+# `training.memory: auto`, as a user's run leaves them.
 REHEARSAL_OVERRIDES = (
     "models.profile=sd21",
     "training.keep_weights=true",
@@ -182,7 +184,6 @@ REHEARSAL_OVERRIDES = (
     'generation.templates=["a photo of {tokens} at the beach"]',
     "scoring.batch_size=1",
 )
-MEMORY_OVERRIDES = ("training.gradient_checkpointing=true", "training.use_8bit_adam=true")
 
 
 def one_step_overrides(method: str, recipe) -> list[str]:
@@ -191,14 +192,13 @@ def one_step_overrides(method: str, recipe) -> list[str]:
 
 
 def rehearse(models_root: str | Path, work: str | Path, coco_root: str | Path, method: str, recipe,
-             max_rss_gb: float = 15.0, memory_options: Sequence[str] = MEMORY_OVERRIDES,
-             python: str = sys.executable) -> dict:
+             max_rss_gb: float = 20.0, extra_overrides: Sequence[str] = (), python: str = sys.executable) -> dict:
     """Stage one COCO scene at 512 px, train `method` (its `recipe`) one step a phase, generate,
     score. -> summary."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **local_copy_env(models_root)}
-    overrides = [*REHEARSAL_OVERRIDES, *one_step_overrides(method, recipe), *memory_options]
+    overrides = [*REHEARSAL_OVERRIDES, *one_step_overrides(method, recipe), *extra_overrides]
     sets = [a for o in (*overrides, f"paths.storage_root={work / 'data'}") for a in ("-S", o)]
     bas = [python, "-m", "bas.cli", *sets]
     repo = Path(__file__).resolve().parents[2]
@@ -223,6 +223,9 @@ def rehearse(models_root: str | Path, work: str | Path, coco_root: str | Path, m
             summary["steps"].append(step.__dict__)
             if step.returncode != 0:
                 break
+            if step.name == "train":   # what `training.memory: auto` chose on this machine
+                train_json = work / "data" / "runs" / method / scene / TRAIN_DIR / TRAIN_JSON
+                summary["memory"] = json.loads(train_json.read_text()).get("memory")
     summary["wall_s"] = round(time.perf_counter() - total, 1)
     summary["ok"] = all(s["returncode"] == 0 for s in summary["steps"]) and len(summary["steps"]) == 4
     summary["log"] = str(log_file)

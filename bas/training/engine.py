@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import re
 import shutil
@@ -41,7 +42,7 @@ from bas.attention import token_positions
 from bas.config import Config, MethodRecipe, PhaseRecipe, to_dict
 from bas.errors import BasError, ConfigError, DataError
 from bas.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_bytes
-from bas.models import load_diffusion, pick_device
+from bas.models import load_diffusion, memory, pick_device
 from bas.paths import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TENSORS, TOKENS_FILE, TRAIN_DIR, TRAIN_JSON,
                        TRAINED_WEIGHTS_FILE)
 from bas.tokens import add_placeholder_tokens, save_tokens, save_trained_weights
@@ -61,6 +62,20 @@ UNET_GROUPS = {"cross_attention_kv": KV_PATTERN, "cross_attention_k": K_PATTERN}
 # Training settings that do not change what is learned (so they are not part of a run's key):
 # the last three change how a step is computed, with results equal up to rounding (tested).
 _KEY_EXCLUDED = ("progress_bar", "keep_weights", "gradient_checkpointing", "cache_latents", "attention_capture")
+
+
+def device_memory_bytes(device: torch.device) -> float:
+    """What a run may fill: the GPU's memory, or on a CPU the RAM free now plus this process's own."""
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+        own = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("VmRSS:"))
+        return float(available + own)
+    except (OSError, KeyError, StopIteration, ValueError):   # not Linux: the machine's RAM
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def derive_seed(*parts: Any) -> int:
@@ -113,6 +128,10 @@ def _bas_term_as_attention_loss(data: dict) -> None:
 def run_key(cfg: Config, method: str, recipe: MethodRecipe, scene: SceneLike) -> str:
     """What a finished run depends on; a run with another key is trained again."""
     training = {k: v for k, v in to_dict(cfg.training).items() if k not in _KEY_EXCLUDED}
+    # The memory setting is in the key as set, never as resolved (that depends on the device):
+    # "auto" may add 8-bit AdamW, whose results differ slightly. "manual" keys as before it existed.
+    if training["memory"] == "manual":
+        del training["memory"]
     settings = {"method": method, "recipe": _recipe_key(recipe), "scene": scene.content_hash,
                 "model": model_identity(cfg.models), "gpu_dtype": cfg.models.gpu_dtype, "training": training}
     if uses_prior(recipe):
@@ -221,6 +240,7 @@ class Trainer:
         self._recording: tuple[str, ...] = ()       # attention blocks recording maps now
         self.recording_processors: list[str] = []   # processor keys that record maps now
         self._started = time.time()
+        self.memory: dict = {"setting": cfg.training.memory, "options": []}   # decided in setup()
 
     # ------------------------------------------------------------------ setup
 
@@ -251,17 +271,44 @@ class Trainer:
         p.vae.eval()
         p.unet.train()
         p.text_encoder.train()
-        if self.cfg.training.gradient_checkpointing:
+        if self.cfg.training.use_8bit_adam and not memory.bitsandbytes_installed():
+            raise BasError("params: training.use_8bit_adam = true needs the bitsandbytes package "
+                           "(in requirements.txt; CUDA or CPU), or set it to false")
+        self.memory = self._memory_choice()
+        if "gradient_checkpointing" in self.memory["options"]:
             p.unet.enable_gradient_checkpointing()
             p.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # fp16 needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
-        if self.cfg.training.use_8bit_adam:
-            try:   # bitsandbytes: an optional dependency, checked only when asked for
-                import bitsandbytes  # noqa: F401
-            except ImportError:
-                raise BasError("params: training.use_8bit_adam = true needs the bitsandbytes package "
-                               "(in requirements.txt; CUDA or CPU), or set it to false") from None
+
+    def _memory_choice(self) -> dict:
+        """The memory options this run uses: the switches, and with `training.memory: auto` what
+        the largest phase needs to fit the device (recorded in train.json)."""
+        t = self.cfg.training
+        switched = tuple(name for name, on in (("gradient_checkpointing", t.gradient_checkpointing),
+                                               ("use_8bit_adam", t.use_8bit_adam)) if on)
+        if t.memory == "manual":
+            return {"setting": "manual", "options": list(switched)}
+        p = self.parts
+        counts = memory.counts_of(p.unet, p.vae, p.text_encoder)
+        # The step memory was measured on the sd21 architectures; other profiles count their state.
+        table = memory.measured() if p.profile == "sd21" else None
+        budget = device_memory_bytes(self.device)
+
+        def need(options) -> int:
+            return max(memory.method_peak(self.recipe, t.batch_size, counts, options, table).values(), default=0)
+
+        choice = memory.pick_options(lambda options: need(tuple(sorted({*options, *switched}))), budget,
+                                     available=lambda option: option != "use_8bit_adam" or memory.bitsandbytes_installed())
+        options = sorted({*choice.options, *switched}, key=("gradient_checkpointing", "use_8bit_adam").index)
+        record = {"setting": "auto", "options": options, "budget_bytes": int(choice.budget_bytes),
+                  "need_bytes": int(choice.need_bytes), "fits": choice.fits, "measured": table is not None}
+        level = logging.INFO if choice.fits else logging.WARNING
+        log.log(level, "memory: %s (largest phase %.1f GB of %.1f GB%s)", "+".join(options) or "no options needed",
+                choice.need_bytes / 1e9, choice.budget_bytes / 1e9,
+                "" if choice.fits else "; it may not fit even with every option: lower training.batch_size "
+                "or use a device with more memory")
+        return record
 
     def _setup_random(self) -> None:
         self.seed = derive_seed("train", self.cfg.training.seed, self.scene.scene_id)
@@ -377,7 +424,7 @@ class Trainer:
 
     def _optimizer(self, params: list[torch.nn.Parameter], recipe: PhaseRecipe) -> torch.optim.Optimizer:
         kwargs = dict(lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay, eps=recipe.eps)
-        if self.cfg.training.use_8bit_adam:
+        if "use_8bit_adam" in self.memory["options"]:
             import bitsandbytes as bnb   # optional dependency (checked in _setup_models)
 
             return bnb.optim.AdamW8bit(params, **kwargs)
@@ -638,7 +685,7 @@ class Trainer:
             "wall_s": round(time.time() - self._started, 2), "profile": p.profile,
             "model": model_identity(self.cfg.models), "device": str(self.device),
             "autocast": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
-            "seed": self.seed, "training": to_dict(self.cfg.training),
+            "seed": self.seed, "training": to_dict(self.cfg.training), "memory": self.memory,
             "prior_images": sum(len(source) for source in self.prior.values()),
             "weights_saved": weights_saved,
         }
@@ -654,7 +701,7 @@ class Trainer:
         for module in (p.unet, p.text_encoder):
             module.requires_grad_(False)
             module.eval()
-        if self.cfg.training.gradient_checkpointing:
+        if "gradient_checkpointing" in self.memory["options"]:
             p.unet.disable_gradient_checkpointing()
             p.text_encoder.gradient_checkpointing_disable()
         self.phase = None

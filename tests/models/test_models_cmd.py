@@ -111,3 +111,38 @@ def test_memory_options_are_picked_for_the_vram_found():
     assert not pick_options(state, 12e9).fits       # 12.4 GB of state even with 8-bit AdamW
     cd_m = get_recipe(cfg, "cd_m")
     assert pick_options(lambda o: max(method_state(cd_m, counts, o).values()), 12e9).options == ()
+
+
+def test_a_phase_peak_adds_the_measured_step_to_the_counted_state():
+    from bas import config
+    from bas.models.memory import (ParameterCounts, method_peak, phase_state, pick_options, samples_per_step,
+                                   step_bytes, trainable_count)
+    from bas.training.methods import get_recipe
+
+    counts = ParameterCounts(unet=1000, vae=100, text_encoder=300, token_embedding=50, cross_attention_kv=80,
+                             cross_attention_k=40)
+    table = {"training": {
+        "bas.phase1": {"trainable": ["tokens"], "samples": 2, "step_bytes": {"false": 2000, "true": 800}},
+        "bas.phase2": {"trainable": ["tokens", "unet", "text_encoder"], "samples": 2,
+                       "step_bytes": {"false": 9000, "true": 7000}}}}
+    # Per image, from the case that trains the same parts; an unmeasured set takes the largest.
+    assert step_bytes(table, ("tokens",), 1, False) == 1000
+    assert step_bytes(table, ("unet", "text_encoder", "tokens"), 4, True) == 14000
+    assert step_bytes(table, ("tokens", "cross_attention_kv"), 2, False) == 9000
+    assert step_bytes(None, ("tokens",), 2, False) == 0
+    cfg = config.load("params.yaml")
+    bas = get_recipe(cfg, "bas")
+    assert samples_per_step(bas, bas.phases["phase2"], 1) == 2            # the scene and a class image
+    ti_m = get_recipe(cfg, "ti_m")
+    assert samples_per_step(ti_m, ti_m.phases["phase1"], 3) == 3          # no prior preservation
+    peaks = method_peak(bas, 1, counts, (), table)
+    full = ("tokens", "unet", "text_encoder")
+    # The measured step holds the gradients, so they are not counted twice.
+    assert peaks["phase2"] == phase_state(counts, full) - 4 * trainable_count(counts, full) + 9000
+    assert method_peak(bas, 1, counts, (), None)["phase2"] == phase_state(counts, full)
+    need = lambda options: max(method_peak(bas, 1, counts, options, table).values())  # noqa: E731
+    assert need(("gradient_checkpointing",)) == need(()) - 2000
+    # 8-bit AdamW unavailable: the sets with it are passed over.
+    choice = pick_options(need, need(("gradient_checkpointing", "use_8bit_adam")) / 0.9,
+                          available=lambda option: option != "use_8bit_adam")
+    assert choice.options == ("gradient_checkpointing",) and not choice.fits

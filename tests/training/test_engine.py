@@ -241,6 +241,58 @@ def test_8bit_adam_without_bitsandbytes_is_a_clear_error(make_cfg, coco_scene, t
     assert not (tmp_path / "train").exists()
 
 
+def test_memory_auto_turns_on_what_the_device_needs(make_cfg, coco_scene, tiny_models_cfg, tmp_path, monkeypatch):
+    """With `training.memory: auto` a run adds the options its largest phase needs to fit the
+    device's memory, keeps the switches set on, and says in train.json what ran."""
+    from bas.models import memory
+    from bas.training import engine
+
+    cfg = make_cfg((1, 1))
+    assert cfg.training.memory == "auto"
+    parts = load_diffusion(tiny_models_cfg)
+    counts = memory.counts_of(parts.unet, parts.vae, parts.text_encoder)
+    recipe = get_recipe(cfg, "bas")
+    fp32 = max(memory.method_peak(recipe, 1, counts, (), None).values())
+    small = max(memory.method_peak(recipe, 1, counts, ("gradient_checkpointing", "use_8bit_adam"), None).values())
+    assert small < fp32                                 # 8-bit moments: 2 bytes a parameter, not 8
+    chosen = {}
+    for name, budget in (("large", 10 * fp32), ("small", (small + fp32) / 2 / (1 - memory.HEADROOM))):
+        monkeypatch.setattr(engine, "device_memory_bytes", lambda device, budget=budget: budget)
+        result = train_scene(cfg, "bas", coco_scene, run_dir=tmp_path / name, parts=parts)
+        chosen[name] = json.loads((result.train_dir / TRAIN_JSON).read_text())["memory"]
+    assert chosen["large"]["options"] == [] and chosen["large"]["fits"]
+    # Gradient checkpointing alone frees nothing a tiny model's count sees; 8-bit AdamW does.
+    assert chosen["small"]["options"] == ["gradient_checkpointing", "use_8bit_adam"] and chosen["small"]["fits"]
+    # (the embedding grew by the first run's placeholder rows: the parts are shared)
+    assert chosen["small"]["need_bytes"] == pytest.approx(small, rel=1e-3)
+    monkeypatch.setattr(engine, "device_memory_bytes", lambda device: 10 * fp32)
+    switched = make_cfg((1, 1), **{"training.gradient_checkpointing": True})
+    result = train_scene(switched, "bas", coco_scene, run_dir=tmp_path / "switched", parts=parts)
+    assert json.loads((result.train_dir / TRAIN_JSON).read_text())["memory"]["options"] == ["gradient_checkpointing"]
+    manual = make_cfg((1, 1), **{"training.memory": "manual"})
+    result = train_scene(manual, "bas", coco_scene, run_dir=tmp_path / "manual", parts=parts)
+    assert json.loads((result.train_dir / TRAIN_JSON).read_text())["memory"] == {"setting": "manual", "options": []}
+
+
+def test_the_memory_setting_is_in_the_run_key_as_set(make_cfg, coco_scene):
+    from bas.config import to_dict
+    from bas.io import sha256_bytes
+    from bas.training.engine import _recipe_key, run_key
+    from bas.training.prior import model_identity
+
+    recipe = get_recipe(make_cfg(), "ti_m")
+    manual, auto = make_cfg(**{"training.memory": "manual"}), make_cfg(**{"training.memory": "auto"})
+    assert run_key(manual, "ti_m", recipe, coco_scene) != run_key(auto, "ti_m", recipe, coco_scene)
+    # A manual run keys as runs did before the setting existed.
+    training = {k: v for k, v in to_dict(manual.training).items()
+                if k not in ("progress_bar", "keep_weights", "gradient_checkpointing", "cache_latents",
+                             "attention_capture", "memory")}
+    settings = {"method": "ti_m", "recipe": _recipe_key(recipe), "scene": coco_scene.content_hash,
+                "model": model_identity(manual.models), "gpu_dtype": manual.models.gpu_dtype, "training": training}
+    assert not recipe.prior_preservation         # so no class-image sampler in its key
+    assert run_key(manual, "ti_m", recipe, coco_scene) == sha256_bytes(json.dumps(settings, sort_keys=True).encode())[:32]
+
+
 def test_class_images_are_made_once_and_reused(make_cfg, tiny_parts, monkeypatch):
     cfg = make_cfg()
     first = ensure_class_images(cfg, tiny_parts)
