@@ -236,7 +236,8 @@ def make_config(storage: Path, memory: bool):
         "models.profile": "sd21", "paths.storage_root": str(storage),
         "scenes.coco_root": "demo", "scenes.num_scenes": 3, "scenes.resolution": 512,
         "training.progress_bar": False, "training.mixed_precision": True,
-        "training.gradient_checkpointing": memory,
+        # The variants set the options themselves: auto would add them on a small GPU.
+        "training.memory": "manual", "training.gradient_checkpointing": memory,
         "training.use_8bit_adam": memory and bitsandbytes_available(),
         # One class image a step whatever their number; the set is made once per model.
         "training.prior_images.num_images": 8, "training.prior_images.sampling_steps": 50,

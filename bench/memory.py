@@ -48,6 +48,9 @@ TRAINING_CASES = {        # case: (method, phase); the phases issue #18 names
     "mifo.phase2": ("mifo", "phase2"),
 }
 GENERATION_CASES = {"generate.batch1": 1, "generate.batch8": 8}
+# Every combination of the engine's memory options (training.memory: auto tries them in the
+# order of bas.models.memory.OPTION_SETS).
+TABLE_OPTIONS = ((), ("gradient_checkpointing",), ("use_8bit_adam",), ("gradient_checkpointing", "use_8bit_adam"))
 ALL_CASES = (*TRAINING_CASES, *GENERATION_CASES)
 GB = 1e9
 
@@ -181,11 +184,11 @@ def run_child(case: str, gradient_checkpointing: bool, work: Path, timeout_s: fl
 
 def phase_totals(measured: dict, counts=None) -> dict:
     """Peak bytes of a measured training phase for every memory option set: counted state + measured step."""
-    from bas.models.memory import OPTION_SETS, phase_state, sd21_parameter_counts, weight_bytes
+    from bas.models.memory import phase_state, sd21_parameter_counts, weight_bytes
 
     counts = counts or sd21_parameter_counts()
     totals = {}
-    for options in OPTION_SETS:
+    for options in TABLE_OPTIONS:
         step = measured["step_bytes"][str("gradient_checkpointing" in options).lower()]
         # phase_state counts the gradients too; the measured step holds them already.
         state = phase_state(counts, measured["trainable"], options) - gradient_bytes(counts, measured["trainable"])
@@ -215,12 +218,28 @@ def fits_table(rows: dict, sizes_gb=(12, 16, 24, 40, 80)) -> list[str]:
     return lines
 
 
+def generation_table(generation: dict, sizes_gb=(12, 16, 24, 40, 80)) -> list[str]:
+    """Markdown: generation's peak (fp32 weights + the measured step) per batch and the GPU sizes it fits."""
+    from bas.models.memory import HEADROOM, sd21_parameter_counts, weight_bytes
+
+    weights = weight_bytes(sd21_parameter_counts())
+    lines = ["| generation | peak GB | " + " | ".join(f"{g} GB" for g in sizes_gb) + " |",
+             "|---|---|" + "---|" * len(sizes_gb)]
+    for case, m in generation.items():
+        total = weights + m["step_bytes"]
+        marks = ["yes" if total <= g * GB * (1 - HEADROOM) else "no" for g in sizes_gb]
+        lines.append(f"| batch {m['batch']} | {total / GB:.1f} | " + " | ".join(marks) + " |")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(ALL_CASES), help="comma-separated, of: " + ", ".join(ALL_CASES))
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--timeout-s", type=float, default=3600.0, help="per measured process")
     parser.add_argument("--write-table", action="store_true", help="store the step bytes in bas/models/sd21_memory.json")
+    parser.add_argument("--print-table", action="store_true",
+                        help="measure nothing: print the Markdown table of bas/models/sd21_memory.json")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -233,6 +252,15 @@ def main(argv=None) -> int:
         print(json.dumps(result), flush=True)
         return 0
 
+    if args.print_table:
+        from bas.models.memory import measured
+
+        table = measured()
+        if table is None:
+            parser.error("no bas/models/sd21_memory.json yet: run with --write-table first")
+        print("\n".join(fits_table({case: phase_totals(m) for case, m in table["training"].items()})))
+        print("\n".join(generation_table(table["generation"])))
+        return 0
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in ALL_CASES]
     if unknown:
