@@ -14,15 +14,15 @@ from typing import Optional
 
 from bas.config import Config
 from bas.models.fetch import Presence, hf_cache_dir, human_size, present, sd21_models
-from bas.models.memory import (GB, HEADROOM, bitsandbytes_installed, measured, method_peak, pick_options,
-                               sd21_parameter_counts)
+from bas.models.memory import (GB, HEADROOM, bitsandbytes_installed, device_memory_bytes, measured, method_peak,
+                               pick_options, sd21_parameter_counts)
 
 
 @dataclass
 class Device:
     kind: str                         # "cuda" | "cpu"
     name: str
-    memory_bytes: Optional[int]       # VRAM of the GPU; None on the CPU
+    memory_bytes: Optional[int]       # VRAM of the GPU; on the CPU the RAM free (what training.memory: auto fills)
     bf16: bool
 
     @classmethod
@@ -32,7 +32,7 @@ class Device:
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
             return cls("cuda", props.name, int(props.total_memory), bool(torch.cuda.is_bf16_supported()))
-        return cls("cpu", "CPU (no CUDA device found)", None, False)
+        return cls("cpu", "CPU (no CUDA device found)", int(device_memory_bytes(torch.device("cpu"))), False)
 
 
 @dataclass
@@ -71,13 +71,17 @@ class Report:
         d = self.device
         lines += ["", "device:"]
         if d is not None:
-            vram = f", {d.memory_bytes / GB:.1f} GB" if d.memory_bytes else ""
+            vram = f", {d.memory_bytes / GB:.1f} GB{'' if d.kind == 'cuda' else ' of RAM free'}" \
+                if d.memory_bytes else ""
             lines.append(f"  {d.kind}: {d.name}{vram}, bf16 {'yes' if d.bf16 else 'no'}")
         lines += ["", "free disk:"] + [f"  {human_size(n):>9}  {where}" for where, n in self.disk_free.items()]
         if self.methods:
-            vram = f"{self.device.memory_bytes / GB:.1f} GB" if self.device and self.device.memory_bytes else "no GPU"
+            d = self.device
+            room = f"{d.memory_bytes / GB:.1f} GB{' of VRAM' if d.kind == 'cuda' else ' of RAM free'}" \
+                if d and d.memory_bytes else "an unknown memory size"
             lines += ["", f"peak memory per method at 512 px (weights, gradients and AdamW moments counted; "
-                          f"the step's activations {self.step_source}), against {vram} less {HEADROOM:.0%}:"]
+                          f"the step's activations {self.step_source}), and the options training.memory: auto "
+                          f"picks for {room} less {HEADROOM:.0%}:"]
             for m in self.methods:
                 phases = ", ".join(f"{phase} {n / GB:.1f} GB" for phase, n in m.need.items())
                 opts = "+".join(m.options) or "no memory options"
@@ -125,6 +129,7 @@ def check(cfg: Config, recipes: dict) -> Report:
                                   available=lambda option: option != "use_8bit_adam" or eight_bit)
             report.methods.append(MethodFit(method, need, choice.options, choice.need_bytes,
                                             choice.fits if vram else None))
-        if vram is None:
-            report.notes.append("no CUDA device: the sd21 profile runs on the CPU only as a slow rehearsal")
+        if report.device.kind != "cuda":
+            report.notes.append("no CUDA device: the sd21 profile runs on the CPU only as a slow rehearsal; "
+                                "docs/BENCHMARKS.md says which methods fit a 12-80 GB GPU")
     return report

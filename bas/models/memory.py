@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,22 @@ def sd21_parameter_counts() -> ParameterCounts:
         vae = AutoencoderKL(**SD21_VAE)
         text = CLIPTextModel(CLIPTextConfig(**SD21_TEXT_ENCODER))
     return counts_of(unet, vae, text)
+
+
+def device_memory_bytes(device) -> float:
+    """What a run may fill: the GPU's memory, or on a CPU the RAM free now plus this process's own."""
+    if device.type == "cuda":
+        import torch   # only for a CUDA device; `bas models check` reads the rest from /proc
+
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+        own = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("VmRSS:"))
+        return float(available + own)
+    except (OSError, KeyError, StopIteration, ValueError):   # not Linux: the machine's RAM
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def bitsandbytes_installed() -> bool:

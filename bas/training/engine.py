@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import re
 import shutil
@@ -62,20 +61,6 @@ UNET_GROUPS = {"cross_attention_kv": KV_PATTERN, "cross_attention_k": K_PATTERN}
 # Training settings that do not change what is learned (so they are not part of a run's key):
 # the last three change how a step is computed, with results equal up to rounding (tested).
 _KEY_EXCLUDED = ("progress_bar", "keep_weights", "gradient_checkpointing", "cache_latents", "attention_capture")
-
-
-def device_memory_bytes(device: torch.device) -> float:
-    """What a run may fill: the GPU's memory, or on a CPU the RAM free now plus this process's own."""
-    if device.type == "cuda":
-        return float(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-        available = int(fields["MemAvailable"].split()[0]) * 1024
-        own = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
-                   if line.startswith("VmRSS:"))
-        return float(available + own)
-    except (OSError, KeyError, StopIteration, ValueError):   # not Linux: the machine's RAM
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def derive_seed(*parts: Any) -> int:
@@ -293,7 +278,7 @@ class Trainer:
         counts = memory.counts_of(p.unet, p.vae, p.text_encoder)
         # The step memory was measured on the sd21 architectures; other profiles count their state.
         table = memory.measured() if p.profile == "sd21" else None
-        budget = device_memory_bytes(self.device)
+        budget = memory.device_memory_bytes(self.device)
 
         def need(options) -> int:
             return max(memory.method_peak(self.recipe, t.batch_size, counts, options, table).values(), default=0)

@@ -62,8 +62,15 @@ def test_check_passes_with_local_copies_and_fails_on_a_missing_file(offline, emp
     assert main(["models", "check", "--method", "bas", "--method", "cd_m"]) == 0
     out = capsys.readouterr().out
     assert out.count("  ok ") == 4 and str(local_copies) in out
-    # BaS phase 2 holds every weight, its gradient and two AdamW moments: 16 bytes a trainable parameter.
-    assert "phase2 19.6 GB" in out and "cd_m" in out
+    # BaS phase 2: every weight and two AdamW moments counted, the step (activations and
+    # gradients) as bench/memory.py measured it at 512 px.
+    from bas import config
+    from bas.models.memory import measured, method_peak, sd21_parameter_counts
+    from bas.training.methods import get_recipe
+
+    peak = method_peak(get_recipe(config.load("params.yaml"), "bas"), 1, sd21_parameter_counts(), (), measured())
+    assert f"phase2 {peak['phase2'] / 1e9:.1f} GB" in out and "cd_m" in out
+    assert "measured in fp32 by bench/memory.py" in out
 
     (local_copies / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     assert main(["models", "check", "--method", "bas"]) == 1
@@ -146,3 +153,17 @@ def test_a_phase_peak_adds_the_measured_step_to_the_counted_state():
     choice = pick_options(need, need(("gradient_checkpointing", "use_8bit_adam")) / 0.9,
                           available=lambda option: option != "use_8bit_adam")
     assert choice.options == ("gradient_checkpointing",) and not choice.fits
+
+
+def test_the_committed_measurements_cover_the_phases_and_generation_batches():
+    """bas/models/sd21_memory.json (bench/memory.py --write-table) is what auto and check read."""
+    from bas.models.memory import measured
+
+    table = measured()
+    assert set(table["training"]) == {"bas.phase1", "bas.phase2", "db_m.phase2", "cd_m.phase2", "mifo.phase2"}
+    assert {m["batch"] for m in table["generation"].values()} == {1, 8}
+    for case in table["training"].values():
+        # Checkpointing keeps fewer activations for the backward pass (where the gradients
+        # written at its end dominate the peak, the two are close).
+        assert 0 < case["step_bytes"]["true"] <= case["step_bytes"]["false"]
+        assert case["samples"] == 2                       # the scene and a class image

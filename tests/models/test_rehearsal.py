@@ -79,3 +79,5 @@ def test_a_full_size_bas_run_stages_trains_generates_and_scores(models, coco_roo
     scores = pd.read_parquet(run / SCORES_FILE)
     assert len(scores) >= len(images) and set(scores["kind"]) == {"method"}
     assert scores["prompt_similarity"].notna().all()
+    # pytest keeps the last runs' folders: not their 4.8 GB of fine-tuned weights.
+    (run / TRAIN_DIR / TRAINED_WEIGHTS_FILE).unlink()

@@ -245,7 +245,6 @@ def test_memory_auto_turns_on_what_the_device_needs(make_cfg, coco_scene, tiny_m
     """With `training.memory: auto` a run adds the options its largest phase needs to fit the
     device's memory, keeps the switches set on, and says in train.json what ran."""
     from bas.models import memory
-    from bas.training import engine
 
     cfg = make_cfg((1, 1))
     assert cfg.training.memory == "auto"
@@ -257,7 +256,7 @@ def test_memory_auto_turns_on_what_the_device_needs(make_cfg, coco_scene, tiny_m
     assert small < fp32                                 # 8-bit moments: 2 bytes a parameter, not 8
     chosen = {}
     for name, budget in (("large", 10 * fp32), ("small", (small + fp32) / 2 / (1 - memory.HEADROOM))):
-        monkeypatch.setattr(engine, "device_memory_bytes", lambda device, budget=budget: budget)
+        monkeypatch.setattr(memory, "device_memory_bytes", lambda device, budget=budget: budget)
         result = train_scene(cfg, "bas", coco_scene, run_dir=tmp_path / name, parts=parts)
         chosen[name] = json.loads((result.train_dir / TRAIN_JSON).read_text())["memory"]
     assert chosen["large"]["options"] == [] and chosen["large"]["fits"]
@@ -265,7 +264,7 @@ def test_memory_auto_turns_on_what_the_device_needs(make_cfg, coco_scene, tiny_m
     assert chosen["small"]["options"] == ["gradient_checkpointing", "use_8bit_adam"] and chosen["small"]["fits"]
     # (the embedding grew by the first run's placeholder rows: the parts are shared)
     assert chosen["small"]["need_bytes"] == pytest.approx(small, rel=1e-3)
-    monkeypatch.setattr(engine, "device_memory_bytes", lambda device: 10 * fp32)
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda device: 10 * fp32)
     switched = make_cfg((1, 1), **{"training.gradient_checkpointing": True})
     result = train_scene(switched, "bas", coco_scene, run_dir=tmp_path / "switched", parts=parts)
     assert json.loads((result.train_dir / TRAIN_JSON).read_text())["memory"]["options"] == ["gradient_checkpointing"]
