@@ -10,16 +10,19 @@ DDIM/CFG sampler and VAE decode for generation. Each case runs in its own proces
 
 What is counted and what is measured:
 - counted exactly (`bas.models.memory`): fp32 weights of the three models, one fp32 gradient
-  per trainable parameter, the optimizer's two moments (AdamW fp32, 8-bit AdamW one byte each);
-- measured: the step's own memory, the rise of resident memory (VmHWM, Linux) from the trained
-  state before the step to the peak of its forward and backward pass: activations kept for the
-  backward pass, the gradients as they are written, the attention maps a loss term reads. It is
-  measured with gradient checkpointing off and on; the optimizer does not change it.
+  per trained parameter, the optimizer's two moments (AdamW fp32, 8-bit AdamW one byte each);
+- measured: the step, the rise of resident memory (VmHWM, Linux) from the trained state before
+  the step to the peak of its forward and backward pass. Less the gradients it writes, that is
+  the step's activations, attention maps and temporaries, stored per image. It is measured with
+  gradient checkpointing off and on; the optimizer does not change it.
 
-A phase's peak = weights + moments (per option set) + step. On a CUDA device with the default
-bf16 autocast the step's activations take about half these fp32 bytes, so the table is an upper
-bound there (docs/BENCHMARKS.md says more). `--write-table` stores the measured step bytes in
-`bas/models/sd21_memory.json`, which `training.memory: auto` and `bas models check` read.
+A phase's peak = weights + gradients + moments (per option set) + activations. On a CUDA device
+with `training.mixed_precision` (bf16 autocast), autocast also keeps a 2-byte copy of every
+trained weight from the forward to the backward pass: counted, and added to the CUDA column,
+while the activations stay the fp32 figures measured here (autocast computes most of them in
+bf16, so the CUDA column is an upper bound). `--write-table` stores the measurements in
+`bas/models/sd21_memory.json`, which `training.memory: auto` and `bas models check` read;
+`--validate CASE:OPTIONS` runs two real optimizer steps and compares the peak with the table.
 """
 
 from __future__ import annotations
@@ -77,14 +80,14 @@ def settle() -> int:
     return rss_bytes()
 
 
-def _config(storage: Path, gradient_checkpointing: bool):
+def _config(storage: Path, gradient_checkpointing: bool, use_8bit_adam: bool = False):
     from bas.config import load
 
     return load(REPO / "params.yaml", {
         "models.profile": "sd21", "paths.storage_root": str(storage),
         "scenes.coco_root": "demo", "scenes.num_scenes": 3, "scenes.resolution": 512,
         "training.progress_bar": False, "training.memory": "manual",
-        "training.gradient_checkpointing": gradient_checkpointing, "training.use_8bit_adam": False,
+        "training.gradient_checkpointing": gradient_checkpointing, "training.use_8bit_adam": use_8bit_adam,
         # One class image with one DDIM step: the set's size does not change a step's memory.
         "training.prior_images.num_images": 1, "training.prior_images.sampling_steps": 1,
         "training.prior_images.batch_size": 1,
@@ -135,6 +138,37 @@ def measure_training(case: str, gradient_checkpointing: bool, work: Path) -> dic
             "step_s": round(seconds, 1)}
 
 
+def validate_training(case: str, options: tuple[str, ...], work: Path) -> dict:
+    """Two real training steps (optimizer included) with `options`: the second step's peak above
+    the process before the models, against the table's prediction (weights + moments + step)."""
+    import torch
+
+    from bas.models.sd21_architectures import build_diffusion
+    from bas.training import Trainer, get_recipe
+
+    method, phase = TRAINING_CASES[case]
+    process = settle()
+    cfg = _config(work / "storage", "gradient_checkpointing" in options, "use_8bit_adam" in options)
+    recipe = get_recipe(cfg, method)
+    phases = {name: dataclasses.replace(p, steps=2 if name == phase else 0) for name, p in recipe.phases.items()}
+    recipe = dataclasses.replace(recipe, phases=phases)
+    scene = _scene(cfg)
+    device = torch.device("cpu")
+    parts = build_diffusion(device, tokenizer_dir=work / "tokenizer")
+    trainer = Trainer(cfg, method, recipe, scene, parts=parts, device=device)
+    trainer.setup()
+    trainer.enter_phase(phase)
+    trainer.step()                      # the optimizer's moments exist from here on
+    settle()
+    reset = _reset_peak()
+    started = time.perf_counter()
+    trainer.step()
+    seconds = time.perf_counter() - started
+    peak = _peak_bytes() if reset else None
+    return {"case": case, "options": list(options), "peak_above_process_bytes": None if peak is None else peak - process,
+            "process_rss_bytes": process, "step_s": round(seconds, 1)}
+
+
 def measure_generation(case: str, work: Path) -> dict:
     """One DDIM step with CFG and the VAE decode for a batch of images: the peak above the loaded models."""
     import torch
@@ -168,11 +202,14 @@ def _peak_bytes() -> int:
     return int(peak_rss_mb() * 1024 * 1024)
 
 
-def run_child(case: str, gradient_checkpointing: bool, work: Path, timeout_s: float) -> dict:
+def run_child(case: str, gradient_checkpointing: bool, work: Path, timeout_s: float,
+              validate: tuple[str, ...] = ()) -> dict:
     """Measure one case in a fresh process (its own allocator, its own peak)."""
     argv = [sys.executable, "-m", "bench.memory", "--child", case, "--work", str(work)]
     if gradient_checkpointing:
         argv.append("--gradient-checkpointing")
+    if validate:
+        argv += ["--validate-options", "+".join(validate)]
     # Large tensors from mmap, returned to the system when freed: the resident size then follows
     # what torch holds instead of what the C allocator keeps for later.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -183,38 +220,30 @@ def run_child(case: str, gradient_checkpointing: bool, work: Path, timeout_s: fl
 
 
 def phase_totals(measured: dict, counts=None) -> dict:
-    """Peak bytes of a measured training phase for every memory option set: counted state + measured step."""
-    from bas.models.memory import phase_state, sd21_parameter_counts, weight_bytes
+    """Peak bytes of a measured training phase for every memory option set, as `training.memory:
+    auto` computes them: {options: {"cpu": fp32 peak, "cuda": with bf16 autocast's cast copies}}."""
+    from bas.models.memory import phase_peak, sd21_parameter_counts
 
     counts = counts or sd21_parameter_counts()
-    totals = {}
-    for options in TABLE_OPTIONS:
-        step = measured["step_bytes"][str("gradient_checkpointing" in options).lower()]
-        # phase_state counts the gradients too; the measured step holds them already.
-        state = phase_state(counts, measured["trainable"], options) - gradient_bytes(counts, measured["trainable"])
-        totals["+".join(options) or "fp32"] = state + step
-    totals["weights"] = weight_bytes(counts)
-    return totals
-
-
-def gradient_bytes(counts, trainable) -> int:
-    from bas.models.memory import trainable_count
-
-    return 4 * trainable_count(counts, trainable)
+    table = {"training": {"case": measured}}
+    return {"+".join(options) or "fp32": {
+        device: phase_peak(counts, measured["trainable"], measured["samples"], options, table,
+                           autocast=device == "cuda") for device in ("cpu", "cuda")}
+        for options in TABLE_OPTIONS}
 
 
 def fits_table(rows: dict, sizes_gb=(12, 16, 24, 40, 80)) -> list[str]:
-    """Markdown: for each case and option set, its peak and the GPU sizes it fits (with head-room)."""
+    """Markdown: each case and option set, its peaks, and the GPU sizes its CUDA peak fits (with head-room)."""
     from bas.models.memory import HEADROOM
 
-    lines = ["| case | options | peak GB | " + " | ".join(f"{g} GB" for g in sizes_gb) + " |",
-             "|---|---|---|" + "---|" * len(sizes_gb)]
+    lines = ["| case | options | CPU, fp32 (GB) | CUDA, bf16 autocast (GB) | "
+             + " | ".join(f"{g} GB" for g in sizes_gb) + " |",
+             "|---|---|---|---|" + "---|" * len(sizes_gb)]
     for case, totals in rows.items():
-        for options, total in totals.items():
-            if options == "weights":
-                continue
-            marks = ["yes" if total <= g * GB * (1 - HEADROOM) else "no" for g in sizes_gb]
-            lines.append(f"| {case} | {options} | {total / GB:.1f} | " + " | ".join(marks) + " |")
+        for options, peak in totals.items():
+            marks = ["yes" if peak["cuda"] <= g * GB * (1 - HEADROOM) else "no" for g in sizes_gb]
+            lines.append(f"| {case} | {options.replace('+', ' + ')} | {peak['cpu'] / GB:.1f} | {peak['cuda'] / GB:.1f} | "
+                         + " | ".join(marks) + " |")
     return lines
 
 
@@ -232,6 +261,32 @@ def generation_table(generation: dict, sizes_gb=(12, 16, 24, 40, 80)) -> list[st
     return lines
 
 
+def validate(parser, args) -> int:
+    import torch
+
+    from bas.models.memory import measured
+    from bench.common import record
+
+    case, _, joined = args.validate.partition(":")
+    options = tuple(o for o in joined.split("+") if o)
+    table = measured()
+    if case not in TRAINING_CASES or table is None or case not in table["training"]:
+        parser.error(f"--validate {args.validate}: needs a training case of bas/models/sd21_memory.json")
+    unknown = set(options) - {"gradient_checkpointing", "use_8bit_adam"}
+    if unknown:
+        parser.error(f"--validate: unknown option(s) {', '.join(sorted(unknown))}")
+    predicted = phase_totals(table["training"][case])["+".join(options) or "fp32"]["cpu"]
+    with tempfile.TemporaryDirectory(prefix="bas-bench-memory-") as tmp:
+        work = args.work or Path(tmp)
+        run = run_child(case, False, work, args.timeout_s, validate=options)
+    measured_bytes = run["peak_above_process_bytes"]
+    log(f"{case} with {'+'.join(options) or 'no options'}: predicted {predicted / GB:.2f} GB, "
+        f"measured {measured_bytes / GB:.2f} GB above the process")
+    record("memory.validate", torch.device("cpu"), "sd21-random", {"case": case, "options": list(options)},
+           {"predicted_bytes": predicted, "measured_bytes": measured_bytes, "run": run})
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(ALL_CASES), help="comma-separated, of: " + ", ".join(ALL_CASES))
@@ -240,12 +295,20 @@ def main(argv=None) -> int:
     parser.add_argument("--write-table", action="store_true", help="store the step bytes in bas/models/sd21_memory.json")
     parser.add_argument("--print-table", action="store_true",
                         help="measure nothing: print the Markdown table of bas/models/sd21_memory.json")
+    parser.add_argument("--validate", default=None, metavar="CASE:OPTIONS",
+                        help="measure nothing new: run two real training steps of CASE with OPTIONS (e.g. "
+                             "bas.phase2:gradient_checkpointing+use_8bit_adam) and compare the second step's peak "
+                             "with the stored table's prediction")
+    parser.add_argument("--validate-options", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
-        if args.child in TRAINING_CASES:
+        if args.validate_options is not None:
+            options = tuple(o for o in args.validate_options.split("+") if o)
+            result = validate_training(args.child, options, args.work)
+        elif args.child in TRAINING_CASES:
             result = measure_training(args.child, args.gradient_checkpointing, args.work)
         else:
             result = measure_generation(args.child, args.work)
@@ -261,6 +324,8 @@ def main(argv=None) -> int:
         print("\n".join(fits_table({case: phase_totals(m) for case, m in table["training"].items()})))
         print("\n".join(generation_table(table["generation"])))
         return 0
+    if args.validate:
+        return validate(parser, args)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in ALL_CASES]
     if unknown:

@@ -120,11 +120,14 @@ def check(cfg: Config, recipes: dict) -> Report:
         vram = report.device.memory_bytes
         batch = cfg.training.batch_size
         eight_bit = bitsandbytes_installed()
+        # As the engine runs: bf16 autocast on a GPU keeps cast copies of the trained weights.
+        autocast = report.device.kind == "cuda" and cfg.training.mixed_precision
         for method, recipe in recipes.items():
-            need = method_peak(recipe, batch, counts, (), table)
+            need = method_peak(recipe, batch, counts, (), table, autocast)
             if not need:
                 continue
-            choice = pick_options(lambda options: max(method_peak(recipe, batch, counts, options, table).values()),
+            choice = pick_options(lambda options: max(method_peak(recipe, batch, counts, options, table,
+                                                                  autocast).values()),
                                   vram if vram else float("inf"),
                                   available=lambda option: option != "use_8bit_adam" or eight_bit)
             report.methods.append(MethodFit(method, need, choice.options, choice.need_bytes,

@@ -27,10 +27,13 @@ from bas.io import atomic_write_json
 
 GB = 1e9
 
-# The memory options the engine offers (params training.*), cheapest in speed first.
+# The memory options the engine offers (params training.*), in the order `training.memory: auto`
+# tries them: gradient checkpointing (same results, slower) before 8-bit AdamW (results differ
+# slightly), and 8-bit AdamW alone (no recomputation) before both.
 OPTION_SETS: tuple[tuple[str, ...], ...] = (
     (),
     ("gradient_checkpointing",),
+    ("use_8bit_adam",),
     ("gradient_checkpointing", "use_8bit_adam"),
 )
 # Head-room kept free on the GPU (CUDA context, allocator fragmentation, cuDNN workspaces).
@@ -159,36 +162,51 @@ def samples_per_step(recipe, phase, batch_size: int) -> int:
     return batch_size * (2 if recipe.prior_preservation and phase.loss_weights.prior > 0 else 1)
 
 
-def step_bytes(table: Optional[dict], trainable: Iterable[str], samples: int, gradient_checkpointing: bool) -> int:
-    """The measured step memory of a phase that trains `trainable` on `samples` images, or 0 unmeasured.
+def activation_bytes(table: Optional[dict], trainable: Iterable[str], samples: int,
+                     gradient_checkpointing: bool) -> int:
+    """What a step of a phase that trains `trainable` on `samples` images holds beyond the
+    counted state: the measured step less its gradients (activations kept for the backward
+    pass, attention maps, temporaries), per image; 0 where nothing was measured.
 
-    From the measured case that trains the same parts, per image; a set never measured takes
-    the largest per-image figure (the step memory grows with what trains)."""
+    From the measured cases that train the same parts (the largest, per image); a set never
+    measured takes the largest figure of all."""
     if not table or not table.get("training"):
         return 0
     key = str(bool(gradient_checkpointing)).lower()
-    per_sample = {frozenset(case["trainable"]): case["step_bytes"][key] / case["samples"]
-                  for case in table["training"].values()}
+    per_sample: dict[frozenset, float] = {}
+    for case in table["training"].values():
+        parts = frozenset(case["trainable"])
+        extra = max(0, case["step_bytes"][key] - case["gradient_bytes"]) / case["samples"]
+        per_sample[parts] = max(per_sample.get(parts, 0.0), extra)
     per = per_sample.get(frozenset(trainable), max(per_sample.values()))
     return int(per * samples)
 
 
+def autocast_copy_bytes(counts: ParameterCounts, trainable: Iterable[str]) -> int:
+    """bf16/fp16 copies of the trained weights that autocast keeps from the forward pass to the
+    backward pass (CUDA with `training.mixed_precision`; the token rows are looked up, not cast)."""
+    trainable = set(trainable)
+    weights = trainable_count(counts, trainable - {"tokens"})
+    if "text_encoder" in trainable:
+        weights -= counts.token_embedding
+    return 2 * max(0, weights)
+
+
 def phase_peak(counts: ParameterCounts, trainable: Iterable[str], samples: int, options: Sequence[str],
-               table: Optional[dict]) -> int:
-    """Bytes at a phase's peak: weights and moments counted, the step measured (which holds the
-    gradients); without a measurement, the counted state alone."""
+               table: Optional[dict], autocast: bool = False) -> int:
+    """Bytes at a phase's peak: weights, gradients and moments counted, the step's activations
+    measured (`activation_bytes`), and under autocast the cast copies of the trained weights."""
     trainable = tuple(trainable)
-    state = phase_state(counts, trainable, options)
-    step = step_bytes(table, trainable, samples, "gradient_checkpointing" in options)
-    if step == 0:
-        return state
-    return state - 4 * trainable_count(counts, trainable) + step
+    peak = phase_state(counts, trainable, options) + \
+        activation_bytes(table, trainable, samples, "gradient_checkpointing" in options)
+    return peak + (autocast_copy_bytes(counts, trainable) if autocast else 0)
 
 
 def method_peak(recipe, batch_size: int, counts: ParameterCounts, options: Sequence[str],
-                table: Optional[dict]) -> dict[str, int]:
+                table: Optional[dict], autocast: bool = False) -> dict[str, int]:
     """{phase: peak bytes} of the phases of `recipe` that run, with memory `options`."""
-    return {name: phase_peak(counts, phase.trainable, samples_per_step(recipe, phase, batch_size), options, table)
+    return {name: phase_peak(counts, phase.trainable, samples_per_step(recipe, phase, batch_size), options, table,
+                             autocast)
             for name, phase in recipe.phases.items() if phase.steps > 0}
 
 

@@ -281,7 +281,8 @@ class Trainer:
         budget = memory.device_memory_bytes(self.device)
 
         def need(options) -> int:
-            return max(memory.method_peak(self.recipe, t.batch_size, counts, options, table).values(), default=0)
+            return max(memory.method_peak(self.recipe, t.batch_size, counts, options, table,
+                                          autocast=self.amp_dtype is not None).values(), default=0)
 
         choice = memory.pick_options(lambda options: need(tuple(sorted({*options, *switched}))), budget,
                                      available=lambda option: option != "use_8bit_adam" or memory.bitsandbytes_installed())

@@ -1,4 +1,4 @@
-"""bench/memory.py: a phase's peak is the counted state plus the measured step, for every option set.
+"""bench/memory.py: a phase's peak is the counted state plus the measured activations, for every option set.
 
 The measuring itself needs the full-size models (minutes each); these tests check how the
 measurements are combined into the table that `training.memory: auto` and docs/BENCHMARKS.md use.
@@ -12,26 +12,27 @@ COUNTS = ParameterCounts(unet=10**9, vae=10**8, text_encoder=3 * 10**8, token_em
 FULL = ["tokens", "unet", "text_encoder"]
 
 
-def test_every_option_set_adds_the_measured_step_of_its_checkpointing_to_the_counted_state():
-    measured = {"trainable": FULL, "step_bytes": {"false": 9 * 10**9, "true": 5 * 10**9}}
-    totals = phase_totals(measured, COUNTS)
-    assert set(totals) == {"fp32", "gradient_checkpointing", "use_8bit_adam", "gradient_checkpointing+use_8bit_adam",
-                           "weights"}
+def test_every_option_set_adds_the_measured_activations_of_its_checkpointing_to_the_counted_state():
     grads = 4 * trainable_count(COUNTS, FULL)
-    assert totals["fp32"] == phase_state(COUNTS, FULL) - grads + 9 * 10**9
-    assert totals["gradient_checkpointing"] == totals["fp32"] - 4 * 10**9
+    measured = {"trainable": FULL, "samples": 2, "gradient_bytes": grads,
+                "step_bytes": {"false": grads + 9 * 10**9, "true": grads + 5 * 10**9}}
+    totals = phase_totals(measured, COUNTS)
+    assert set(totals) == {"fp32", "gradient_checkpointing", "use_8bit_adam", "gradient_checkpointing+use_8bit_adam"}
+    assert totals["fp32"]["cpu"] == phase_state(COUNTS, FULL) + 9 * 10**9
+    assert totals["gradient_checkpointing"]["cpu"] == totals["fp32"]["cpu"] - 4 * 10**9
     # 8-bit moments: 2 bytes a trained parameter instead of 8.
-    assert totals["fp32"] - totals["use_8bit_adam"] == 6 * trainable_count(COUNTS, FULL)
-    assert totals["weights"] == 4 * (10**9 + 10**8 + 3 * 10**8)
+    assert totals["fp32"]["cpu"] - totals["use_8bit_adam"]["cpu"] == 6 * trainable_count(COUNTS, FULL)
+    # autocast's 2-byte copies of the trained weights (not of the looked-up token rows)
+    assert totals["fp32"]["cuda"] - totals["fp32"]["cpu"] == 2 * (10**9 + 3 * 10**8 - 5 * 10**7)
     assert len(TABLE_OPTIONS) == 4
 
 
-def test_the_table_marks_the_gpu_sizes_a_peak_fits_with_head_room():
+def test_the_table_marks_the_gpu_sizes_a_cuda_peak_fits_with_head_room():
     limit_16 = 16 * GB * (1 - HEADROOM)
-    lines = fits_table({"x.phase2": {"fp32": int(limit_16) + 1, "use_8bit_adam": int(limit_16), "weights": 1}})
-    assert lines[0].startswith("| case | options | peak GB | 12 GB | 16 GB | 24 GB")
+    lines = fits_table({"x.phase2": {"fp32": {"cpu": 1, "cuda": int(limit_16) + 1},
+                                     "use_8bit_adam": {"cpu": 1, "cuda": int(limit_16)}}})
+    assert lines[0].startswith("| case | options | CPU, fp32 (GB) | CUDA, bf16 autocast (GB) | 12 GB | 16 GB | 24 GB")
     fp32 = next(line for line in lines if "| fp32 |" in line)
     eight_bit = next(line for line in lines if "| use_8bit_adam |" in line)
-    assert fp32.split("|")[4:9] == [" no ", " no ", " yes ", " yes ", " yes "]
-    assert eight_bit.split("|")[4:9] == [" no ", " yes ", " yes ", " yes ", " yes "]
-    assert not any("weights" in line for line in lines)
+    assert fp32.split("|")[5:10] == [" no ", " no ", " yes ", " yes ", " yes "]
+    assert eight_bit.split("|")[5:10] == [" no ", " yes ", " yes ", " yes ", " yes "]
