@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -140,7 +141,7 @@ def measure_training(case: str, gradient_checkpointing: bool, work: Path) -> dic
 
 def validate_training(case: str, options: tuple[str, ...], work: Path) -> dict:
     """Two real training steps (optimizer included) with `options`: the second step's peak above
-    the process before the models, against the table's prediction (weights + moments + step)."""
+    the loaded models, against the table's prediction of it (gradients + moments + activations)."""
     import torch
 
     from bas.models.sd21_architectures import build_diffusion
@@ -158,15 +159,17 @@ def validate_training(case: str, options: tuple[str, ...], work: Path) -> dict:
     trainer = Trainer(cfg, method, recipe, scene, parts=parts, device=device)
     trainer.setup()
     trainer.enter_phase(phase)
+    loaded = settle()                   # the models, the libraries, the scene and class image
     trainer.step()                      # the optimizer's moments exist from here on
-    settle()
+    after_first = settle()
     reset = _reset_peak()
     started = time.perf_counter()
     trainer.step()
     seconds = time.perf_counter() - started
     peak = _peak_bytes() if reset else None
-    return {"case": case, "options": list(options), "peak_above_process_bytes": None if peak is None else peak - process,
-            "process_rss_bytes": process, "step_s": round(seconds, 1)}
+    return {"case": case, "options": list(options), "peak_above_loaded_bytes": None if peak is None else peak - loaded,
+            "kept_after_first_step_bytes": after_first - loaded, "loaded_above_process_bytes": loaded - process,
+            "step_s": round(seconds, 1)}
 
 
 def measure_generation(case: str, work: Path) -> dict:
@@ -203,12 +206,12 @@ def _peak_bytes() -> int:
 
 
 def run_child(case: str, gradient_checkpointing: bool, work: Path, timeout_s: float,
-              validate: tuple[str, ...] = ()) -> dict:
+              validate: Optional[tuple[str, ...]] = None) -> dict:
     """Measure one case in a fresh process (its own allocator, its own peak)."""
     argv = [sys.executable, "-m", "bench.memory", "--child", case, "--work", str(work)]
     if gradient_checkpointing:
         argv.append("--gradient-checkpointing")
-    if validate:
+    if validate is not None:     # () validates the phase without any option
         argv += ["--validate-options", "+".join(validate)]
     # Large tensors from mmap, returned to the system when freed: the resident size then follows
     # what torch holds instead of what the C allocator keeps for later.
@@ -275,13 +278,17 @@ def validate(parser, args) -> int:
     unknown = set(options) - {"gradient_checkpointing", "use_8bit_adam"}
     if unknown:
         parser.error(f"--validate: unknown option(s) {', '.join(sorted(unknown))}")
-    predicted = phase_totals(table["training"][case])["+".join(options) or "fp32"]["cpu"]
+    from bas.models.memory import sd21_parameter_counts, weight_bytes
+
+    predicted = phase_totals(table["training"][case])["+".join(options) or "fp32"]["cpu"] - \
+        weight_bytes(sd21_parameter_counts())
     with tempfile.TemporaryDirectory(prefix="bas-bench-memory-") as tmp:
         work = args.work or Path(tmp)
         run = run_child(case, False, work, args.timeout_s, validate=options)
-    measured_bytes = run["peak_above_process_bytes"]
-    log(f"{case} with {'+'.join(options) or 'no options'}: predicted {predicted / GB:.2f} GB, "
-        f"measured {measured_bytes / GB:.2f} GB above the process")
+    measured_bytes = run["peak_above_loaded_bytes"]
+    log(f"{case} with {'+'.join(options) or 'no options'}, above the loaded models: predicted {predicted / GB:.2f} GB, "
+        f"measured {measured_bytes / GB:.2f} GB (moments and what else the first step kept: "
+        f"{run['kept_after_first_step_bytes'] / GB:.2f} GB)")
     record("memory.validate", torch.device("cpu"), "sd21-random", {"case": case, "options": list(options)},
            {"predicted_bytes": predicted, "measured_bytes": measured_bytes, "run": run})
     return 0
