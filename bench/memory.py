@@ -103,26 +103,32 @@ def _scene(cfg):
     return next(s for s in (load_scene(paths.scenes_dir(cfg) / i) for i in report.selected) if s.num_concepts == 2)
 
 
-def measure_training(case: str, gradient_checkpointing: bool, work: Path) -> dict:
-    """One forward and backward pass of `case`'s phase at 512 px; the step's peak above the trained state."""
+def _phase_trainer(case: str, cfg, work: Path, steps: int):
+    """A Trainer of `case`'s method on the full-size random models whose recipe runs only the
+    case's phase, for `steps` steps (which parameters train is what matters here); set up, in
+    that phase. -> (trainer, phase state)"""
     import torch
 
     from bas.models.sd21_architectures import build_diffusion
     from bas.training import Trainer, get_recipe
 
     method, phase = TRAINING_CASES[case]
-    process = settle()
-    cfg = _config(work / "storage", gradient_checkpointing)
     recipe = get_recipe(cfg, method)
-    # The measured phase alone, one step: which parameters train is all that matters here.
-    phases = {name: dataclasses.replace(p, steps=1 if name == phase else 0) for name, p in recipe.phases.items()}
+    phases = {name: dataclasses.replace(p, steps=steps if name == phase else 0) for name, p in recipe.phases.items()}
     recipe = dataclasses.replace(recipe, phases=phases)
-    scene = _scene(cfg)
     device = torch.device("cpu")
     parts = build_diffusion(device, tokenizer_dir=work / "tokenizer")
-    trainer = Trainer(cfg, method, recipe, scene, parts=parts, device=device)
+    trainer = Trainer(cfg, method, recipe, _scene(cfg), parts=parts, device=device)
     trainer.setup()
-    state = trainer.enter_phase(phase)
+    return trainer, trainer.enter_phase(phase)
+
+
+def measure_training(case: str, gradient_checkpointing: bool, work: Path) -> dict:
+    """One forward and backward pass of `case`'s phase at 512 px; the step's peak above the trained state."""
+    method, phase = TRAINING_CASES[case]
+    process = settle()
+    trainer, state = _phase_trainer(case, _config(work / "storage", gradient_checkpointing), work, steps=1)
+    recipe = trainer.recipe
     before = settle()
     reset = _reset_peak()
     started = time.perf_counter()
@@ -142,23 +148,9 @@ def measure_training(case: str, gradient_checkpointing: bool, work: Path) -> dic
 def validate_training(case: str, options: tuple[str, ...], work: Path) -> dict:
     """Two real training steps (optimizer included) with `options`: the second step's peak above
     the loaded models, against the table's prediction of it (gradients + moments + activations)."""
-    import torch
-
-    from bas.models.sd21_architectures import build_diffusion
-    from bas.training import Trainer, get_recipe
-
-    method, phase = TRAINING_CASES[case]
     process = settle()
     cfg = _config(work / "storage", "gradient_checkpointing" in options, "use_8bit_adam" in options)
-    recipe = get_recipe(cfg, method)
-    phases = {name: dataclasses.replace(p, steps=2 if name == phase else 0) for name, p in recipe.phases.items()}
-    recipe = dataclasses.replace(recipe, phases=phases)
-    scene = _scene(cfg)
-    device = torch.device("cpu")
-    parts = build_diffusion(device, tokenizer_dir=work / "tokenizer")
-    trainer = Trainer(cfg, method, recipe, scene, parts=parts, device=device)
-    trainer.setup()
-    trainer.enter_phase(phase)
+    trainer, _ = _phase_trainer(case, cfg, work, steps=2)
     loaded = settle()                   # the models, the libraries, the scene and class image
     trainer.step()                      # the optimizer's moments exist from here on
     after_first = settle()
