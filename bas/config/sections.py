@@ -389,6 +389,9 @@ class TrainingConfig:
     # auto: the two switches below are on at least, and a run turns on more when its largest
     # phase would not fit the device (bas.models.memory); manual: the switches alone.
     memory: Literal["manual", "auto"]
+    # What auto may fill, for a device shared with other work; None: the GPU's memory, or on a
+    # CPU the RAM free beside the loaded models.
+    memory_limit_gb: Optional[float]
     gradient_checkpointing: bool
     use_8bit_adam: bool  # needs bitsandbytes
     # Keep every trained parameter besides the tokens (~2.6 GB a scene on sd21).
@@ -414,6 +417,8 @@ class TrainingConfig:
         _check(self.batch_size >= 1, "training.batch_size", self.batch_size, "must be >= 1")
         _check(self.step_scale > 0, "training.step_scale", self.step_scale, "must be > 0")
         _check(self.lr_scale > 0, "training.lr_scale", self.lr_scale, "must be > 0")
+        _check(self.memory_limit_gb is None or self.memory_limit_gb > 0, "training.memory_limit_gb",
+               self.memory_limit_gb, "must be > 0 (or null: the device's memory)")
 
 
 @dataclass(frozen=True)

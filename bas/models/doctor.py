@@ -117,7 +117,8 @@ def check(cfg: Config, recipes: dict) -> Report:
         table = measured()
         if table is None:
             report.step_source = "not measured: state only"
-        vram = report.device.memory_bytes
+        limit = cfg.training.memory_limit_gb
+        vram = limit * 1e9 if limit is not None else report.device.memory_bytes
         batch = cfg.training.batch_size
         eight_bit = bitsandbytes_installed()
         # As the engine runs: bf16 autocast on a GPU keeps cast copies of the trained weights.

@@ -69,19 +69,17 @@ def sd21_parameter_counts() -> ParameterCounts:
     return counts_of(unet, vae, text)
 
 
-def device_memory_bytes(device) -> float:
-    """What a run may fill: the GPU's memory, or on a CPU the RAM free now plus this process's own."""
+def device_memory_bytes(device, resident_model_bytes: int = 0) -> float:
+    """What a run may fill: the GPU's memory, or on a CPU the RAM free now plus the model weights
+    already loaded (`resident_model_bytes`, which the peaks count)."""
     if device.type == "cuda":
         import torch   # only for a CUDA device; `bas models check` reads the rest from /proc
 
         return float(torch.cuda.get_device_properties(device).total_memory)
     try:
         fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-        available = int(fields["MemAvailable"].split()[0]) * 1024
-        own = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
-                   if line.startswith("VmRSS:"))
-        return float(available + own)
-    except (OSError, KeyError, StopIteration, ValueError):   # not Linux: the machine's RAM
+        return float(int(fields["MemAvailable"].split()[0]) * 1024 + resident_model_bytes)
+    except (OSError, KeyError, ValueError):   # not Linux: the machine's RAM
         return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 

@@ -171,7 +171,8 @@ def run_step(step: Step, env: dict[str, str], cwd: Path, max_rss_gb: float, log_
 # User overrides of the run: one scene, one step of each phase, one class image and one
 # prompt template, 2 DDIM steps; `bas generate` runs in its own process, so a method that
 # fine-tunes weights keeps them (`training.keep_weights`). The memory options are left to
-# `training.memory: auto`, as a user's run leaves them.
+# `training.memory: auto`, as a user's run leaves them, within 16 GB: the rehearsal shares its
+# machine (the test suite runs beside it), as a user on a shared machine would set the limit.
 REHEARSAL_OVERRIDES = (
     "models.profile=sd21",
     "training.keep_weights=true",
@@ -179,6 +180,7 @@ REHEARSAL_OVERRIDES = (
     "training.prior_images.sampling_steps=2",
     "training.prior_images.batch_size=1",
     "training.progress_bar=false",
+    "training.memory_limit_gb=16",
     "generation.steps=2",
     "generation.batch_size=1",
     'generation.templates=["a photo of {tokens} at the beach"]',

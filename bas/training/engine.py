@@ -59,8 +59,11 @@ K_PATTERN = re.compile(r"\.attn2\.to_k\.")
 UNET_GROUPS = {"cross_attention_kv": KV_PATTERN, "cross_attention_k": K_PATTERN}
 
 # Training settings that do not change what is learned (so they are not part of a run's key):
-# the last three change how a step is computed, with results equal up to rounding (tested).
-_KEY_EXCLUDED = ("progress_bar", "keep_weights", "gradient_checkpointing", "cache_latents", "attention_capture")
+# gradient_checkpointing, cache_latents and attention_capture change how a step is computed,
+# with results equal up to rounding (tested).
+# memory_limit_gb only bounds what `memory: auto` may pick, as the device's size does.
+_KEY_EXCLUDED = ("progress_bar", "keep_weights", "gradient_checkpointing", "cache_latents", "attention_capture",
+                 "memory_limit_gb")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -278,7 +281,8 @@ class Trainer:
         counts = memory.counts_of(p.unet, p.vae, p.text_encoder)
         # The step memory was measured on the sd21 architectures; other profiles count their state.
         table = memory.measured() if p.profile == "sd21" else None
-        budget = memory.device_memory_bytes(self.device)
+        budget = t.memory_limit_gb * 1e9 if t.memory_limit_gb is not None else \
+            memory.device_memory_bytes(self.device, resident_model_bytes=memory.weight_bytes(counts))
 
         def need(options) -> int:
             return max(memory.method_peak(self.recipe, t.batch_size, counts, options, table,

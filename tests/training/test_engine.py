@@ -256,7 +256,7 @@ def test_memory_auto_turns_on_what_the_device_needs(make_cfg, coco_scene, tiny_m
     assert small < fp32                                 # 8-bit moments: 2 bytes a parameter, not 8
     chosen = {}
     for name, budget in (("large", 10 * fp32), ("small", (small + fp32) / 2 / (1 - memory.HEADROOM))):
-        monkeypatch.setattr(memory, "device_memory_bytes", lambda device, budget=budget: budget)
+        monkeypatch.setattr(memory, "device_memory_bytes", lambda device, resident_model_bytes=0, budget=budget: budget)
         result = train_scene(cfg, "bas", coco_scene, run_dir=tmp_path / name, parts=parts)
         chosen[name] = json.loads((result.train_dir / TRAIN_JSON).read_text())["memory"]
     assert chosen["large"]["options"] == [] and chosen["large"]["fits"]
@@ -265,10 +265,14 @@ def test_memory_auto_turns_on_what_the_device_needs(make_cfg, coco_scene, tiny_m
     assert chosen["small"]["options"] == ["use_8bit_adam"] and chosen["small"]["fits"]
     # (the embedding grew by the first run's placeholder rows: the parts are shared)
     assert chosen["small"]["need_bytes"] == pytest.approx(small, rel=1e-3)
-    monkeypatch.setattr(memory, "device_memory_bytes", lambda device: 10 * fp32)
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda device, resident_model_bytes=0: 10 * fp32)
     switched = make_cfg((1, 1), **{"training.gradient_checkpointing": True})
     result = train_scene(switched, "bas", coco_scene, run_dir=tmp_path / "switched", parts=parts)
     assert json.loads((result.train_dir / TRAIN_JSON).read_text())["memory"]["options"] == ["gradient_checkpointing"]
+    # A limit below the device's memory (a shared machine) bounds what auto may fill.
+    limited = make_cfg((1, 1), **{"training.memory_limit_gb": (small + fp32) / 2 / (1 - memory.HEADROOM) / 1e9})
+    result = train_scene(limited, "bas", coco_scene, run_dir=tmp_path / "limited", parts=parts)
+    assert json.loads((result.train_dir / TRAIN_JSON).read_text())["memory"]["options"] == ["use_8bit_adam"]
     manual = make_cfg((1, 1), **{"training.memory": "manual"})
     result = train_scene(manual, "bas", coco_scene, run_dir=tmp_path / "manual", parts=parts)
     assert json.loads((result.train_dir / TRAIN_JSON).read_text())["memory"] == {"setting": "manual", "options": []}
@@ -286,7 +290,7 @@ def test_the_memory_setting_is_in_the_run_key_as_set(make_cfg, coco_scene):
     # A manual run keys as runs did before the setting existed.
     training = {k: v for k, v in to_dict(manual.training).items()
                 if k not in ("progress_bar", "keep_weights", "gradient_checkpointing", "cache_latents",
-                             "attention_capture", "memory")}
+                             "attention_capture", "memory", "memory_limit_gb")}
     settings = {"method": "ti_m", "recipe": _recipe_key(recipe), "scene": coco_scene.content_hash,
                 "model": model_identity(manual.models), "gpu_dtype": manual.models.gpu_dtype, "training": training}
     assert not recipe.prior_preservation         # so no class-image sampler in its key

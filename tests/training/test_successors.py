@@ -317,7 +317,7 @@ def test_run_keys_of_older_recipes_do_not_change(cfg, coco_scene):
     # did not exist then (and are excluded from run keys now), so they are not in it.
     training = {k: v for k, v in to_dict(cfg.training).items()
                 if k not in ("progress_bar", "keep_weights", "gradient_checkpointing",
-                             "cache_latents", "attention_capture")}
+                             "cache_latents", "attention_capture", "memory_limit_gb")}
     settings = {"method": "bas", "recipe": old, "scene": coco_scene.content_hash,
                 "model": model_identity(cfg.models), "gpu_dtype": cfg.models.gpu_dtype, "training": training}
     # BaS trains with class images, whose DDIM timesteps changed (offset 1 -> 0): the key names
