@@ -41,7 +41,7 @@ class MethodFit:
     need: dict[str, int]              # phase -> peak bytes without options
     options: tuple[str, ...]          # the options picked for the VRAM found
     need_with_options: int
-    fits: Optional[bool]              # None on the CPU
+    fits: Optional[bool]              # None when the memory size is unknown
 
 
 @dataclass
@@ -53,6 +53,7 @@ class Report:
     methods: list[MethodFit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     step_source: str = "measured in fp32 by bench/memory.py, docs/BENCHMARKS.md"
+    budget: str = "an unknown memory size"      # what the methods are judged against
 
     @property
     def ok(self) -> bool:
@@ -76,12 +77,9 @@ class Report:
             lines.append(f"  {d.kind}: {d.name}{vram}, bf16 {'yes' if d.bf16 else 'no'}")
         lines += ["", "free disk:"] + [f"  {human_size(n):>9}  {where}" for where, n in self.disk_free.items()]
         if self.methods:
-            d = self.device
-            room = f"{d.memory_bytes / GB:.1f} GB{' of VRAM' if d.kind == 'cuda' else ' of RAM free'}" \
-                if d and d.memory_bytes else "an unknown memory size"
             lines += ["", f"peak memory per method at 512 px (weights, gradients and AdamW moments counted; "
                           f"the step's activations {self.step_source}), and the options training.memory: auto "
-                          f"picks for {room} less {HEADROOM:.0%}:"]
+                          f"picks for {self.budget} less {HEADROOM:.0%}:"]
             for m in self.methods:
                 phases = ", ".join(f"{phase} {n / GB:.1f} GB" for phase, n in m.need.items())
                 opts = "+".join(m.options) or "no memory options"
@@ -118,7 +116,11 @@ def check(cfg: Config, recipes: dict) -> Report:
         if table is None:
             report.step_source = "not measured: state only"
         limit = cfg.training.memory_limit_gb
-        vram = limit * 1e9 if limit is not None else report.device.memory_bytes
+        d = report.device
+        vram = limit * 1e9 if limit is not None else d.memory_bytes
+        if vram:
+            report.budget = f"{vram / GB:.1f} GB " + ("(training.memory_limit_gb)" if limit is not None else
+                                                      "of VRAM" if d.kind == "cuda" else "of RAM free")
         batch = cfg.training.batch_size
         eight_bit = bitsandbytes_installed()
         # As the engine runs: bf16 autocast on a GPU keeps cast copies of the trained weights.
