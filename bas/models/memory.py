@@ -3,9 +3,10 @@
 The state a phase holds is counted exactly from the models' parameters (for sd21 from the
 full-size architectures, `bas.models.sd21_architectures`, built on the `meta` device): every
 weight of the UNet, VAE and text encoder, a gradient for each trainable parameter, and the
-optimizer's two moments (AdamW: fp32; 8-bit AdamW: one byte each). The step's own memory
-(activations and the gradients as the backward pass writes them) is measured by
-`bench/memory.py` on the sd21 architectures at 512 px and stored in `sd21_memory.json`.
+optimizer's two moments (AdamW: fp32; 8-bit AdamW: one byte each). The step's activations
+(its measured peak less the gradients it writes) come from `bench/memory.py`, run on the sd21
+architectures at 512 px and stored in `sd21_memory.json`; under autocast on a GPU, the cast
+copies of the trained weights are counted too.
 
     state = phase_state(counts, recipe.phases["phase2"].trainable, options)      # bytes
     peaks = method_peak(recipe, batch_size, counts, options, measured())         # {phase: bytes}
@@ -36,7 +37,8 @@ OPTION_SETS: tuple[tuple[str, ...], ...] = (
     ("use_8bit_adam",),
     ("gradient_checkpointing", "use_8bit_adam"),
 )
-# Head-room kept free on the GPU (CUDA context, allocator fragmentation, cuDNN workspaces).
+# Head-room kept free (on a GPU: the CUDA context, allocator fragmentation, cuDNN workspaces;
+# on a CPU: the process itself).
 HEADROOM = 0.10
 # The step memory bench/memory.py measured on the sd21 architectures (written by --write-table).
 MEASURED_FILE = Path(__file__).with_name("sd21_memory.json")
