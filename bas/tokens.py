@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from bas.errors import DataError
 from bas.io import atomic_path

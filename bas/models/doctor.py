@@ -14,8 +14,8 @@ from typing import Optional
 
 from bas.config import Config
 from bas.models.fetch import Presence, hf_cache_dir, human_size, present, sd21_models
-from bas.models.memory import (GB, HEADROOM, bitsandbytes_installed, device_memory_bytes, measured, method_peak,
-                               pick_options, sd21_parameter_counts)
+from bas.models.memory import (GB, HEADROOM, choose_options, device_memory_bytes, measured, method_peak,
+                               sd21_parameter_counts, switched_options)
 
 
 @dataclass
@@ -122,17 +122,14 @@ def check(cfg: Config, recipes: dict) -> Report:
             report.budget = f"{vram / GB:.1f} GB " + ("(training.memory_limit_gb)" if limit is not None else
                                                       "of VRAM" if d.kind == "cuda" else "of RAM free")
         batch = cfg.training.batch_size
-        eight_bit = bitsandbytes_installed()
         # As the engine runs: bf16 autocast on a GPU keeps cast copies of the trained weights.
         autocast = report.device.kind == "cuda" and cfg.training.mixed_precision
+        switched = switched_options(cfg.training)
         for method, recipe in recipes.items():
             need = method_peak(recipe, batch, counts, (), table, autocast)
             if not need:
                 continue
-            choice = pick_options(lambda options: max(method_peak(recipe, batch, counts, options, table,
-                                                                  autocast).values()),
-                                  vram if vram else float("inf"),
-                                  available=lambda option: option != "use_8bit_adam" or eight_bit)
+            choice = choose_options(recipe, batch, counts, table, vram if vram else float("inf"), autocast, switched)
             report.methods.append(MethodFit(method, need, choice.options, choice.need_bytes,
                                             choice.fits if vram else None))
         if report.device.kind != "cuda":

@@ -232,3 +232,27 @@ def pick_options(need_of: Callable[[Sequence[str]], int], vram_bytes: float,
         if need <= budget:
             return MemoryChoice(options, need, True, budget)
     return MemoryChoice(sets[-1], need, False, budget)
+
+
+def switched_options(training) -> tuple[str, ...]:
+    """The memory options a `TrainingConfig` switches on itself (auto's minimum; manual's all)."""
+    return tuple(name for name in OPTION_SETS[-1] if getattr(training, name))
+
+
+def choose_options(recipe, batch_size: int, counts: ParameterCounts, table: Optional[dict], vram_bytes: float,
+                   autocast: bool = False, switched_on: Sequence[str] = ()) -> MemoryChoice:
+    """What `training.memory: auto` uses for `recipe`: the options switched on, and the first
+    further set (OPTION_SETS order) that fits its largest phase into `vram_bytes` less head-room;
+    8-bit AdamW only where bitsandbytes imports. The options come in OPTION_SETS' order."""
+    order = OPTION_SETS[-1]
+    eight_bit = bitsandbytes_installed()
+
+    def with_switched(options: Sequence[str]) -> tuple[str, ...]:
+        return tuple(sorted({*options, *switched_on}, key=order.index))
+
+    def need(options: Sequence[str]) -> int:
+        return max(method_peak(recipe, batch_size, counts, with_switched(options), table, autocast).values(),
+                   default=0)
+
+    choice = pick_options(need, vram_bytes, available=lambda option: option != "use_8bit_adam" or eight_bit)
+    return MemoryChoice(with_switched(choice.options), choice.need_bytes, choice.fits, choice.budget_bytes)

@@ -273,8 +273,7 @@ class Trainer:
         """The memory options this run uses: the switches, and with `training.memory: auto` what
         the largest phase needs to fit the device (recorded in train.json)."""
         t = self.cfg.training
-        switched = tuple(name for name, on in (("gradient_checkpointing", t.gradient_checkpointing),
-                                               ("use_8bit_adam", t.use_8bit_adam)) if on)
+        switched = memory.switched_options(t)
         if t.memory == "manual":
             return {"setting": "manual", "options": list(switched)}
         p = self.parts
@@ -283,14 +282,9 @@ class Trainer:
         table = memory.measured() if p.profile == "sd21" else None
         budget = t.memory_limit_gb * 1e9 if t.memory_limit_gb is not None else \
             memory.device_memory_bytes(self.device, resident_model_bytes=memory.weight_bytes(counts))
-
-        def need(options) -> int:
-            return max(memory.method_peak(self.recipe, t.batch_size, counts, options, table,
-                                          autocast=self.amp_dtype is not None).values(), default=0)
-
-        choice = memory.pick_options(lambda options: need(tuple(sorted({*options, *switched}))), budget,
-                                     available=lambda option: option != "use_8bit_adam" or memory.bitsandbytes_installed())
-        options = sorted({*choice.options, *switched}, key=("gradient_checkpointing", "use_8bit_adam").index)
+        choice = memory.choose_options(self.recipe, t.batch_size, counts, table, budget,
+                                       autocast=self.amp_dtype is not None, switched_on=switched)
+        options = list(choice.options)
         record = {"setting": "auto", "options": options, "budget_bytes": int(choice.budget_bytes),
                   "need_bytes": int(choice.need_bytes), "fits": choice.fits, "measured": table is not None}
         level = logging.INFO if choice.fits else logging.WARNING
