@@ -19,7 +19,7 @@ and the fraction of that limit reached.
 - sampling: images/s of the 50-step CFG sampler over batch sizes, and the best.
 - scoring: images/s of `Scorer.score_batch` (CLIP ViT-L/14, DINO ViT-B/16, MaskFormer Swin-L).
 
-Targets (issue): a BaS scene in under 60 s on one H100, within 24 GB with the memory
+Targets: a BaS scene in under 60 s on one H100, within 24 GB with the memory
 options on; sampling at >= 40% of the bf16 limit. Nothing here asserts them; each record
 says whether it met its target.
 """

@@ -44,7 +44,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-TRAINING_CASES = {        # case: (method, phase); the phases issue #18 names
+# case: (method, phase). BaS's two phases, and the phase 2 of the DreamBooth-M, Custom Diffusion-M
+# and MIFO baselines: UNet + text encoder, or cross-attention K/V, trained beside the tokens.
+TRAINING_CASES = {
     "bas.phase1": ("bas", "phase1"),
     "bas.phase2": ("bas", "phase2"),
     "db_m.phase2": ("db_m", "phase2"),

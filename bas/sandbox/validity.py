@@ -5,8 +5,9 @@ beach"); the model samples it with the protocol's sampler (DDIM, classifier-free
 and the judge, a classifier trained on ground-truth renders, says which background, shape,
 colour and pattern it sees. The captions are drawn with their own seed stream, so they are
 held out in the sense that matters here: no training step was built from this stream. Two
-sets are judged: *seen* identities (the targets of issue #10) and *novel* ones, combinations
-of known words the model never saw together, reported for information.
+sets are judged: *seen* identities, which the validity targets apply to (background >= 0.9,
+colour >= 0.8, shape >= 0.7; docs/SANDBOX.md), and *novel* ones, combinations of known words
+the model never saw together, reported for information.
 
 `vae_judged` is the ceiling of those figures that the VAE allows: the judge's accuracy on
 held-out renders of one object (the judge's own held-out set) after a round trip through the
