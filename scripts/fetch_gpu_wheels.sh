@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Wheels a lent GPU machine lacks, for scripts/gpu_session.sh (the device tool's README: its
-# image has torch, transformers, timm, pandas, pyarrow, scipy, but not these). Run here, once
-# per session that has a GPU; they land in .whl/, which git ignores and the device call carries.
+# Wheels of the packages bas needs beyond torch, transformers, timm, pandas, pyarrow and scipy,
+# for scripts/gpu_bench_and_train.sh on a GPU machine that has those but no network access.
+# Run it where there is a network, beside bas's environment (.venv, or $BAS_VENV), whose versions
+# it fetches; the wheels (CPython 3.12, x86_64 Linux) land in .whl/, which git ignores; copy .whl/
+# into the checkout on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exclude=$(git rev-parse --git-path info/exclude)

@@ -1,6 +1,6 @@
-"""The prepared GPU run (scripts/gpu_session.sh, scripts/sandbox_gpu_train.py): what can go
-wrong without a GPU does not. The run's params are ordinary `bas sandbox train` params, and the
-packed model comes back byte for byte."""
+"""The GPU benchmark-and-training command (scripts/gpu_bench_and_train.sh,
+scripts/sandbox_train_gpu.py): what can go wrong without a GPU does not. The run's params are
+ordinary `bas sandbox train` params, and the packed model comes back byte for byte."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("sandbox_gpu_train", REPO / "scripts" / "sandbox_gpu_train.py")
+    spec = importlib.util.spec_from_file_location("sandbox_train_gpu", REPO / "scripts" / "sandbox_train_gpu.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -58,8 +58,17 @@ def test_packed_parts_reassemble_to_the_same_files(tmp_path, monkeypatch):
         assert tar.extractfile("diffusion/training_record.json").read() == b'{"steps": 1}'
 
 
-def test_the_session_script_parses():
-    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu_session.sh")]).returncode == 0
+def test_the_bench_and_train_script_parses_and_refuses_bad_options_before_any_work(tmp_path):
+    script = str(REPO / "scripts" / "gpu_bench_and_train.sh")
+    assert subprocess.run(["bash", "-n", script]).returncode == 0
+    shown = subprocess.run(["bash", script, "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "--budget-s" in shown.stdout
+    out = tmp_path / "out"
+    for bad, said in ((["--budget-s", "ten"], "--budget-s 'ten'"), (["--bench-s"], "--bench-s needs a value"),
+                      (["--minutes", "5"], "unknown argument '--minutes'")):
+        run = subprocess.run(["bash", script, "--out", str(out), *bad], capture_output=True, text=True)
+        assert run.returncode == 2 and said in run.stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("bad", [["--budget-s", "10"], ["--out", "/tmp/x"]])

@@ -1,16 +1,17 @@
 #!/usr/bin/env python
-"""Train the sandbox base model on a lent GPU inside a fixed time budget (docs/SANDBOX.md).
+"""Train the sandbox base model on a GPU within a time budget (docs/SANDBOX.md).
 
-    python scripts/sandbox_gpu_train.py --budget-s 330 --out /tmp/sandbox-gpu [--pack $OUT]
+    python scripts/sandbox_train_gpu.py --budget-s 330 --out /tmp/sandbox-gpu [--pack DIR]
 
-A lent GPU gives one command of at most ten minutes, so the run is sized to the time it has:
-it times two short runs of the real trainer on the device (their difference is the cost of a step), picks the number of base
-steps that fits `--budget-s`, then runs `bas sandbox train --only vae,base,validity` on the
+The run is sized to the time it is given: it times two short runs of the real trainer on the
+device (their difference is the cost of a step), picks the number of base steps that fits
+`--budget-s`, then runs `bas sandbox train --only vae,base,validity` on the
 GPU with those params (one cosine cycle, no warm restart) into `--out`, with the bundled
 judge copied beside it for the validity stage. The number of steps is decided before the
 run, so the run is an ordinary `bas sandbox train` whose record names every param; the
 command that repeats it is printed at the end. `--pack DIR` tars the finished diffusion model
-into parts small enough for the device tool to bring back (16 MiB a file).
+into parts of 15 MiB at most in DIR, for copying it off the GPU machine where a file's size is
+limited (cat them | tar -x).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PART_BYTES = 15 * 2**20   # under the device tool's 16 MiB a file
+PART_BYTES = 15 * 2**20   # under 16 MiB a file, so the parts pass copies that limit file size
 PROBE_SHORT = 10          # steps of the shorter probe run
 
 
