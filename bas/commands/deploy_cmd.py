@@ -25,9 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bas.cli import load_config
+
+    cfg = load_config(args)  # a params mistake is reported before Prefect is imported
+
     from flows.deploy import deploy, ensure_work_pools
 
-    cfg = load_config(args)
     for pool, what in ensure_work_pools(cfg).items():
         print(f"work pool {pool}: {what}")
     if not args.pools_only:

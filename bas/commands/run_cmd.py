@@ -26,9 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bas.cli import load_config, parse_overrides
+
+    cfg = load_config(args)  # a params mistake is reported before Prefect is even imported
+
     from flows.full_eval import full_eval
 
-    cfg = load_config(args)  # a params mistake is reported before Prefect starts
     if args.slurm_workers:
         from pathlib import Path
 

@@ -25,9 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bas.cli import load_config, parse_overrides
     from bas.commands.run_cmd import print_summary
+    from bas.training.methods import method_kind
+
+    # a params mistake or an unknown method is reported before Prefect is imported
+    method_kind(load_config(args), args.method)
+
     from flows.full_eval import score_method
 
-    load_config(args)
     summary = score_method(method=args.method, params_file=args.params,
                            overrides=parse_overrides(args.overrides), scene_ids=args.scenes)
     return print_summary(summary)

@@ -26,9 +26,11 @@ def run(args: argparse.Namespace) -> int:
     from bas.cli import load_config, parse_overrides
     from bas.commands.run_cmd import print_summary
     from bas.training.methods import get_recipe
+
+    get_recipe(load_config(args), args.method)  # an unknown method is reported before Prefect is imported
+
     from flows.full_eval import train_generate_method
 
-    get_recipe(load_config(args), args.method)  # an unknown method is reported before Prefect starts
     summary = train_generate_method(method=args.method, params_file=args.params,
                                     overrides=parse_overrides(args.overrides), scene_ids=args.scenes)
     return print_summary(summary)

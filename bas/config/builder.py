@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from bas.config.names import did_you_mean, unknown_key
 from bas.errors import ConfigError
 
 
@@ -58,7 +59,7 @@ def build(tp: Any, value: Any, key: str) -> Any:
         unknown = sorted(set(value) - names)
         if unknown:
             where = f"{key}." if key else ""
-            raise ConfigError(f"params: unknown key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
+            raise ConfigError(unknown_key(where, unknown[0], names))
         missing = [f.name for f in dataclasses.fields(tp) if f.init and f.name not in value
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
@@ -73,7 +74,7 @@ def build(tp: Any, value: Any, key: str) -> Any:
         except TypeError as err:  # a check that met a value it could not compare
             raise ConfigError(f"params: {key or '<root>'}: {err}") from None
     if origin is Literal:
-        _check(value in args, key, value, f"must be one of {', '.join(map(repr, args))}")
+        _check(value in args, key, value, f"must be one of {', '.join(map(repr, args))}{did_you_mean(value, args)}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -85,8 +86,12 @@ def build(tp: Any, value: Any, key: str) -> Any:
             try:
                 return build(arg, value, key)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[-1] if errors else f"params: {key} = {value!r}: not allowed")
+                # A name among a Literal's names says more than "expected an integer" (a near miss).
+                named = typing.get_origin(arg) is Literal and any(type(a) is type(value) for a in typing.get_args(arg))
+                errors.append((named, str(err)))
+        if not errors:
+            raise ConfigError(f"params: {key} = {value!r}: not allowed")
+        raise ConfigError(next((e for named, e in errors if named), errors[-1][1]))
     if origin in (list, tuple):
         _check(isinstance(value, (list, tuple)), key, value, "expected a list")
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import yaml
 
 from bas.config.builder import build
+from bas.config.names import check_names, did_you_mean
 from bas.config.recipes import resolve_includes, scale_recipe
 from bas.config.sections import PROFILES, Config
 from bas.errors import ConfigError
@@ -38,7 +39,8 @@ def apply_profile(data: dict[str, Any], overrides: Optional[dict[str, Any]] = No
         raise ConfigError(f"params: profiles = {profiles!r}: must map a profile name to params")
     unknown = sorted(set(profiles) - set(PROFILES))
     if unknown:
-        raise ConfigError(f"params: profiles.{unknown[0]}: not a model profile (known: {', '.join(PROFILES)})")
+        raise ConfigError(f"params: profiles.{unknown[0]}: not a model profile (known: {', '.join(PROFILES)})"
+                          f"{did_you_mean(unknown[0], PROFILES)}")
     profile = (overrides or {}).get("models.profile", (data.get("models") or {}).get("profile", "tiny"))
     overlay = profiles.get(profile) or {}
     if not isinstance(overlay, dict):
@@ -69,7 +71,12 @@ def parse(data: dict[str, Any]) -> Config:
 
 
 def load(path: str | Path = "params.yaml", overrides: Optional[dict[str, Any]] = None) -> Config:
-    """Read params.yaml; `overrides` maps dotted keys to values (as `dvc exp run -S` does)."""
+    """Read params.yaml; `overrides` maps dotted keys to values (as `dvc exp run -S` does).
+
+    Besides `parse`'s checks, every name that refers to another section (a method of
+    `orchestration.methods`, a template id) is checked here (`bas.config.names.check_names`):
+    a bad one is refused before any work starts.
+    """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -79,4 +86,6 @@ def load(path: str | Path = "params.yaml", overrides: Optional[dict[str, Any]] =
         raise ConfigError(f"params file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"params file {path}: expected a mapping at the top level")
-    return parse(apply_profile(data, overrides))
+    cfg = parse(apply_profile(data, overrides))
+    check_names(cfg)
+    return cfg

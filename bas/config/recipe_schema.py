@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from bas.attention_terms import ATTENTION_TERMS, option_names
 from bas.config.builder import _check_field, build
+from bas.config.names import did_you_mean
 from bas.errors import ConfigError
 
 
@@ -115,7 +116,8 @@ class AttentionTermRecipe:
 
     def __post_init__(self) -> None:
         _check_field(self.kind in ATTENTION_TERMS, "kind", self.kind,
-                     f"not an attention term kind (known: {', '.join(ATTENTION_TERMS)})")
+                     f"not an attention term kind (known: {', '.join(ATTENTION_TERMS)})"
+                     f"{did_you_mean(self.kind, ATTENTION_TERMS)}")
         _check_field(len(self.layers) >= 1, "layers", self.layers, "needs at least one attention block")
         _check_field(self.from_step >= 0, "from_step", self.from_step, "must be >= 0")
         _check_field(self.until_step is None or self.until_step > self.from_step, "until_step",
@@ -138,7 +140,7 @@ class AttentionTermRecipe:
         kind = value.get("kind")
         if kind not in ATTENTION_TERMS:
             raise ConfigError(f"params: {key}.kind = {kind!r}: not an attention term kind "
-                              f"(known: {', '.join(ATTENTION_TERMS)})")
+                              f"(known: {', '.join(ATTENTION_TERMS)}){did_you_mean(kind, ATTENTION_TERMS)}")
         names = {f.name for f in dataclasses.fields(cls)} - {"options"}
         raw = dict(value.get("options") or {})
         raw.update({k: v for k, v in value.items() if k not in names and k != "options"})
@@ -208,7 +210,8 @@ class MethodRecipe:
         for phase_name, phase in self.phases.items():
             for name, weight in phase.term_weights.items():
                 _check_field(name in self.attention_terms, f"phases.{phase_name}.term_weights.{name}", weight,
-                             f"no such term in attention_terms (has: {', '.join(self.attention_terms) or 'none'})")
+                             f"no such term in attention_terms (has: {', '.join(self.attention_terms) or 'none'})"
+                             f"{did_you_mean(name, self.attention_terms)}")
                 _check_field(weight >= 0, f"phases.{phase_name}.term_weights.{name}", weight, "must be >= 0")
         if self.prior_prompt is not None:
             try:
@@ -219,4 +222,5 @@ class MethodRecipe:
                      self.prior_num_images, "must be >= 1 (or null)")
         _check_field(self.token_init in ("class_name", "mean") or
                      (self.token_init.startswith("word:") and self.token_init[len("word:"):].strip() != ""),
-                     "token_init", self.token_init, "must be class_name, mean or word:<a word>")
+                     "token_init", self.token_init,
+                     f"must be class_name, mean or word:<a word>{did_you_mean(self.token_init, ('class_name', 'mean'))}")

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Optional
 
 from bas.config.builder import _check
+from bas.config.names import did_you_mean
 from bas.config.recipe_schema import MethodRecipe
 
 
@@ -44,7 +45,7 @@ def resolve_includes(methods: Any, key: str = "methods") -> dict[str, Any]:
         body = {k: v for k, v in raw.items() if k != "include"}
         if parent is not None:
             _check(isinstance(parent, str) and parent in methods, f"{key}.{name}.include", parent,
-                   f"no such method (known: {', '.join(sorted(methods))})")
+                   f"no such method (known: {', '.join(sorted(methods))}){did_you_mean(parent, methods)}")
             _check(parent not in chain, f"{key}.{name}.include", parent,
                    f"include cycle {' -> '.join(chain + (name, parent))}")
             body = merge_mappings(resolve(parent, chain + (name,)), body)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from bas.config.builder import _check, _check_field, to_dict
+from bas.config.names import did_you_mean
 from bas.config.recipe_schema import MethodRecipe
 from bas.schema import METRICS
 
@@ -202,7 +203,7 @@ class GenerationConfig:
         _check(self.steps >= 1, "generation.steps", self.steps, "must be >= 1")
         _check(self.guidance_scale >= 1.0, "generation.guidance_scale", self.guidance_scale, "must be >= 1")
         _check(self.sampler in SAMPLERS, "generation.sampler", self.sampler,
-               f"must be one of {', '.join(sorted(SAMPLERS))}")
+               f"must be one of {', '.join(sorted(SAMPLERS))}{did_you_mean(self.sampler, SAMPLERS)}")
         _check(self.batch_size >= 1, "generation.batch_size", self.batch_size, "must be >= 1")
 
 
@@ -455,7 +456,7 @@ class ReportConfig:
                "must be >= 0")
         for i, name in enumerate(self.test_metrics):
             _check(name in METRICS, f"report.test_metrics[{i}]", name,
-                   f"not a metric (known: {', '.join(METRICS)})")
+                   f"not a metric (known: {', '.join(METRICS)}){did_you_mean(name, METRICS)}")
 
 
 @dataclass(frozen=True)
@@ -502,6 +503,10 @@ class SandboxConfig:
     world_split: str
     world_images: int
     vae: SandboxStage
+    # What the trained VAE's latents become before the base model trains on them
+    # (bas.sandbox.train_diffusion.calibrate_vae): the encoder made deterministic, and each
+    # channel centred and scaled to unit spread.
+    vae_calibration: Literal["none", "deterministic", "deterministic_per_channel"]
     base: SandboxStage
     # A second cosine cycle of base training that continues from `base`'s last step (a warm
     # restart, SGDR), so more compute extends a finished run instead of repeating it.

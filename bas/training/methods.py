@@ -1,24 +1,16 @@
 """The method registry: a method's name -> its recipe from params.yaml (`methods:`).
 
 Every runnable method is a recipe in params.yaml, run by the one engine. A method that
-cannot run here has an entry in `UNAVAILABLE` saying why, so asking for it gives that
+cannot run here has an entry in `UNAVAILABLE` (bas.kinds) saying why, so asking for it gives that
 reason instead of "unknown method".
 """
 
 from __future__ import annotations
 
 from bas.config import Config, MethodRecipe
+from bas.config.names import did_you_mean
 from bas.errors import BasError
-from bas.kinds import REFERENCES
-
-UNAVAILABLE = {
-    "elite": (
-        "ELITE (Wei et al. 2023) maps an image to word embeddings with encoders trained on "
-        "Stable Diffusion 1.4; BaS ran the authors' code with their released encoder weights. "
-        "Those weights are not part of this project and ELITE cannot be trained here from one "
-        "image, so `elite` does not run (its published user-study scores are in the report)."
-    ),
-}
+from bas.kinds import REFERENCES, UNAVAILABLE   # UNAVAILABLE: the methods with a reason, not a recipe
 
 
 class MethodNotAvailable(BasError):
@@ -35,8 +27,9 @@ def get_recipe(cfg: Config, method: str) -> MethodRecipe:
         return cfg.methods[method]
     if method in UNAVAILABLE:
         raise MethodNotAvailable(f"method {method!r} cannot run: {UNAVAILABLE[method]}")
-    known = ", ".join(list(cfg.methods) + sorted(UNAVAILABLE))
-    raise BasError(f"unknown method {method!r} (params.yaml `methods:` has: {known})")
+    known = list(cfg.methods) + sorted(UNAVAILABLE)
+    raise BasError(f"unknown method {method!r} (params.yaml `methods:` has: {', '.join(known)})"
+                   f"{did_you_mean(method, known + list(REFERENCES))}")
 
 
 def method_kind(cfg: Config, method: str) -> str:
