@@ -19,6 +19,7 @@ from bas.errors import BasError
 # Modules that contribute subcommands, in the order `bas --help` lists them.
 COMMAND_MODULES = [
     "bas.commands.config_cmd",
+    "bas.commands.env_cmd",
     "bas.commands.stage_cmd",
     "bas.commands.scene_cmd",
     "bas.commands.rate_cmd",
