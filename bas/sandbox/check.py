@@ -9,6 +9,8 @@ the very weights that were saved. This recomputes them from the files:
   `DETERMINISTIC_TOLERANCE` (0.01: a borderline item or two of a few hundred).
 - the VAE's ceiling on text following (`vae_judged`): fixed held-out renders through the
   VAE, judged; deterministic like the scorers;
+- the VAE's posterior noise (`vae_posterior`): per latent channel, its std against the spread
+  of the posterior mean on held-out renders (`max_ratio` at most 0.05 for a usable VAE);
 - the base model: `--samples` images per probe set (default `sandbox.validity_samples`),
   sampled and judged. Sampling on other hardware can change a sample, so the recorded and
   re-measured accuracies are treated as two binomial estimates: a figure passes within
@@ -107,6 +109,10 @@ def check_all(cfg: Config, samples: Optional[int] = None) -> list[str]:
                             "(run `bas sandbox train --only validity`)")
         elif (root / "judge").is_dir():
             rows += _check_base_model(cfg, root, recorded, samples)
+            if "vae_posterior" in record["validity"]:
+                rows += compare("diffusion", {"vae_posterior": record["validity"]["vae_posterior"]},
+                                {"vae_posterior": measure_vae_posterior(root, cfg)},
+                                lambda _name, _value: DETERMINISTIC_TOLERANCE)
             if "vae_judged" in record["validity"]:
                 rows += compare("diffusion", {"vae_judged": record["validity"]["vae_judged"]},
                                 {"vae_judged": measure_vae_judged(root, cfg)},
@@ -168,3 +174,13 @@ def measure_vae_judged(root: Path, cfg: Config) -> dict:
 
     parts = load_diffusion(dataclasses.replace(cfg.models, profile="sandbox"))
     return vae_judged(parts.vae, Judge.load(root / "judge"), cfg.sandbox)
+
+
+def measure_vae_posterior(root: Path, cfg: Config) -> dict:
+    """The committed VAE's posterior noise per channel (`bas.sandbox.train_diffusion.posterior_spread`)."""
+    from diffusers import AutoencoderKL
+
+    from bas.sandbox.train_diffusion import posterior_spread
+
+    vae = AutoencoderKL.from_pretrained(root / "diffusion" / "vae").float().eval()
+    return posterior_spread(vae, cfg.sandbox)

@@ -104,7 +104,8 @@ def train_diffusion_model(cfg: Config, work_dir: Path, device: torch.device | st
     vae, unet, text_encoder = (m.to("cpu") for m in (vae, unet, text_encoder))
     record = {
         "model": "sandbox base text-to-image model (diffusers UNet2DConditionModel + CLIPTextModel + AutoencoderKL)",
-        "seed": sb.seed, "params": {"vae": to_dict(sb.vae), "base": to_dict(sb.base),
+        "seed": sb.seed, "params": {"vae": to_dict(sb.vae), "vae_calibration": sb.vae_calibration,
+                                    "base": to_dict(sb.base),
                                     "base_restart": to_dict(sb.base_restart) if sb.base_restart else None,
                                     "ema_decay": sb.ema_decay,
                                     "caption_dropout": sb.caption_dropout, "attribute_dropout": sb.attribute_dropout,
@@ -115,7 +116,9 @@ def train_diffusion_model(cfg: Config, work_dir: Path, device: torch.device | st
         "architecture": {"unet": _jsonable(base_model.UNET_CONFIG), "vae": _jsonable(base_model.VAE_CONFIG),
                          "text_encoder": base_model.TEXT_CONFIG},
         "device": device_record(device, workers), "wall_time_s": round(time.time() - started, 1), "base_resumed_at_step": resumed_at,
+        "vae_calibration": vae_metrics["calibration"],
         "validity": {"vae_psnr_db": round(vae_metrics["psnr_db"], 2),
+                     "vae_posterior": td.posterior_spread(vae, sb),
                      **({"text_pretrain": base_record["text_pretrain"]} if "text_pretrain" in base_record else {})},
     }
     td.save_diffusion(weights_dir(cfg) / "diffusion", vae, unet, text_encoder, record)
@@ -133,6 +136,15 @@ def write_validity(cfg: Config, figures: dict) -> dict:
     record.setdefault("validity", {}).update(figures)
     atomic_write_json(path, record)
     return record
+
+
+def write_record_entry(cfg: Config, key: str, value: dict) -> Path:
+    """Set `key` of the base model's training record (atomically); returns the record's path."""
+    path = weights_dir(cfg) / "diffusion" / TRAINING_RECORD_FILE
+    record = json.loads(path.read_text())
+    record[key] = value
+    atomic_write_json(path, record)
+    return path
 
 
 def run_stages(cfg: Config, stages: Iterable[str], work_dir: Path, device: torch.device | str = "cpu",

@@ -157,9 +157,70 @@ def train_vae(cfg: SandboxConfig, work_dir: Path, log_every: int = 50, checkpoin
                                                              workers),
                 checkpoint_every=checkpoint_every, log_every=log_every)
     vae.eval()
+    calibration = calibrate_vae(vae, cfg, cfg.vae_calibration, batches=metric_batches)
     metrics = _vae_metrics(vae, cfg, batches=metric_batches)
     vae.register_to_config(scaling_factor=metrics["scaling_factor"])
-    return vae, metrics
+    return vae, {**metrics, "calibration": calibration}
+
+
+# A log-variance of -20 is a posterior std of 4.5e-5 in raw latent units: far below any latent
+# channel's spread, yet inside DiagonalGaussianDistribution's clamp (-30, 20).
+DETERMINISTIC_LOGVAR = -20.0
+
+
+@torch.no_grad()
+def calibrate_vae(vae, cfg: SandboxConfig, mode: str, batches: int = 8) -> dict:
+    """Make the trained VAE's latents fit for diffusion, leaving `decode(encode(x).mean)` unchanged.
+
+    The KL weight that keeps latents bounded (1e-6, SD's) never narrows the posterior, and the
+    decoder learns to ignore its noise: sampled latents then carry a jitter of about a third of
+    their spread, a target no diffusion model can predict. `deterministic` replaces the encoder's
+    log-variance head by a constant (`DETERMINISTIC_LOGVAR`), as SD's own VAE is in effect.
+    `deterministic_per_channel` also centres every latent channel and scales it to unit spread on
+    calibration renders (the channels' spreads differ 5x, so diffusion noise would drown the
+    smallest first); the decoder's first layer (`post_quant_conv`, 1x1) absorbs the inverse map,
+    so decoding is exact. `none` keeps the trained VAE. Returns the per-channel shift and scale."""
+    if mode == "none":
+        return {"mode": mode}
+    channels = vae.config.latent_channels
+    quant, post = vae.quant_conv, vae.post_quant_conv
+    shift, scale = torch.zeros(channels), torch.ones(channels)
+    if mode == "deterministic_per_channel":
+        device = next(vae.parameters()).device
+        means = torch.cat([vae.encode(to_pixels(world_batch(cfg.seed, "vae-calibration", b, 32)).to(device)
+                                      ).latent_dist.mean.cpu() for b in range(batches)])
+        per_channel = means.transpose(0, 1).flatten(1)                         # (C, N)
+        shift, scale = per_channel.mean(1), 1.0 / per_channel.std(1)
+    # new mean = scale * (old mean - shift); decode(new) = post(old mean) when post's weight is
+    # divided by scale column-wise and its bias takes the shift.
+    w_mean, b_mean = quant.weight[:channels], quant.bias[:channels]
+    quant.weight[:channels] = w_mean * scale.view(-1, 1, 1, 1).to(w_mean)
+    quant.bias[:channels] = (b_mean - shift.to(b_mean)) * scale.to(b_mean)
+    quant.weight[channels:] = 0.0
+    quant.bias[channels:] = DETERMINISTIC_LOGVAR
+    w_post = post.weight.clone()                                               # (C, C, 1, 1)
+    post.bias += (w_post[:, :, 0, 0] @ shift.to(w_post))
+    post.weight.copy_(w_post / scale.view(1, -1, 1, 1).to(w_post))
+    return {"mode": mode, "shift": [round(v, 6) for v in shift.tolist()],
+            "scale": [round(v, 6) for v in scale.tolist()]}
+
+
+@torch.no_grad()
+def posterior_spread(vae, cfg: SandboxConfig, batches: int = 2, batch_size: int = 8) -> dict:
+    """Per latent channel, on held-out renders: the std of the posterior mean over images and
+    pixels, the mean posterior std, and their ratio (how much of a sampled latent is noise)."""
+    device = next(vae.parameters()).device
+    means, stds = [], []
+    for b in range(batches):
+        pixels = to_pixels(world_batch(cfg.seed, "vae-heldout", b, batch_size, identities=world.ALL_IDENTITIES))
+        dist = vae.encode(pixels.to(device)).latent_dist
+        means.append(dist.mean.cpu())
+        stds.append(dist.std.cpu())
+    spread = torch.cat(means).transpose(0, 1).flatten(1).std(1)
+    noise = torch.cat(stds).transpose(0, 1).flatten(1).mean(1)
+    ratio = noise / spread
+    return {"mean_std": [round(v, 5) for v in spread.tolist()], "posterior_std": [float(f"{v:.3g}") for v in noise.tolist()],
+            "ratio": [float(f"{v:.3g}") for v in ratio.tolist()], "max_ratio": float(f"{ratio.max().item():.3g}")}
 
 
 @torch.no_grad()

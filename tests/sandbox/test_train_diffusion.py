@@ -45,6 +45,49 @@ def vae(tmp_path_factory):
     return model
 
 
+def _random_vae():
+    from bas.sandbox import base_model
+
+    torch.manual_seed(3)
+    vae = base_model.build_vae().eval()
+    with torch.no_grad():   # a trained encoder's log-variance is far from a fresh one's 0
+        vae.quant_conv.bias[4:] += torch.tensor([-1.0, -2.0, -3.0, 0.5])
+    return vae
+
+
+@pytest.mark.parametrize("mode", ["deterministic", "deterministic_per_channel"])
+def test_calibrated_vae_decodes_its_mean_as_before_with_no_posterior_noise(mode):
+    vae = _random_vae()
+    pixels = td.to_pixels(td.world_batch(0, "vae-heldout", 0, 4))
+    with torch.no_grad():
+        before_mean = vae.encode(pixels).latent_dist.mean
+        before = vae.decode(before_mean).sample
+    assert td.posterior_spread(vae, TINY, batches=1, batch_size=4)["max_ratio"] > 0.05
+    calibration = td.calibrate_vae(vae, TINY, mode, batches=2)
+    with torch.no_grad():
+        dist = vae.encode(pixels).latent_dist
+        after = vae.decode(dist.sample()).sample
+    assert torch.allclose(after, before, atol=1e-3)   # the residual posterior noise, 4.5e-5
+    assert float(dist.std.max()) < 1e-4
+    spread = td.posterior_spread(vae, TINY, batches=1, batch_size=4)
+    assert spread["max_ratio"] < 0.05
+    if mode == "deterministic":
+        assert torch.allclose(dist.mean, before_mean, atol=1e-6)
+        assert calibration["scale"] == [1.0] * 4 and calibration["shift"] == [0.0] * 4
+    else:
+        # centred and unit per channel on the calibration renders; held-out ones come close
+        shift, scale = torch.tensor(calibration["shift"]), torch.tensor(calibration["scale"])
+        assert torch.allclose(dist.mean, (before_mean - shift.view(1, -1, 1, 1)) * scale.view(1, -1, 1, 1), atol=1e-4)
+        assert all(0.7 < s < 1.3 for s in spread["mean_std"])
+
+
+def test_uncalibrated_vae_is_left_as_trained():
+    vae = _random_vae()
+    state = _state(vae)
+    assert td.calibrate_vae(vae, TINY, "none") == {"mode": "none"}
+    _assert_same(state, _state(vae))
+
+
 def test_lr_schedule_warms_up_then_decays_to_a_tenth():
     stage = SandboxStage(steps=110, batch_size=1, lr=1.0, warmup_steps=10)
     assert td.lr_at(stage, 0) == pytest.approx(0.1)
