@@ -348,16 +348,52 @@ def measure_segmenter(directory: str | Path, cfg: Config, images: int | None = N
             "pixel_accuracy": round(correct / (images * world.SIZE * world.SIZE), 4)}
 
 
+ROBUSTNESS_IMAGES = 200   # the first held-out renders, degraded
+
+
+def stripes(image: np.ndarray, amplitude: float = 18.0, period: int = 4) -> np.ndarray:
+    """Diagonal stripes of +-`amplitude` grey levels, like the ripples of an undertrained
+    diffusion model's samples."""
+    y, x = np.mgrid[:image.shape[0], :image.shape[1]]
+    wave = np.where(((x + y) % period) < period / 2, amplitude, -amplitude)[..., None]
+    return np.clip(image.astype(np.float32) + wave, 0, 255).astype(np.uint8)
+
+
+def blurred(image: np.ndarray, sigma: float) -> np.ndarray:
+    from PIL import ImageFilter
+
+    return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius=sigma)))
+
+
+# What the judge must still read on renders degraded as the base model's samples are (blurred,
+# rippled); the VAE round trip is the diffusion model's `vae_judged`.
+DEGRADATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "blur_1px": lambda im: blurred(im, 1.0),
+    "blur_2px": lambda im: blurred(im, 2.0),
+    "stripes_18": stripes,
+    "blur_1px_stripes_18": lambda im: stripes(blurred(im, 1.0)),
+}
+
+
 def measure_judge(directory: str | Path, cfg: Config, images: int | None = None) -> dict:
-    """Per-head accuracy of the saved judge on held-out renders (seed stream never trained on)."""
+    """Per-head accuracy of the saved judge on held-out renders (seed stream never trained on),
+    clean and, on the first `ROBUSTNESS_IMAGES`, under each of `DEGRADATIONS`."""
     images = images or HELDOUT_JUDGE_IMAGES
     judge = Judge.load(directory)
     rng = stage_rng(cfg.sandbox.seed, "judge-heldout", 0)
     scenes = [judge_scene(rng) for _ in range(images)]
-    judged = []
-    for start in range(0, images, 250):
-        judged += judge.predict([Image.fromarray(s.image) for s in scenes[start:start + 250]])
-    return {"heldout_images": images, "accuracy": judge_accuracy(judged, scenes)}
+
+    def judged_of(pictures: list[np.ndarray]) -> list[dict[str, str]]:
+        out = []
+        for start in range(0, len(pictures), 250):
+            out += judge.predict([Image.fromarray(p) for p in pictures[start:start + 250]])
+        return out
+
+    degraded = scenes[:min(ROBUSTNESS_IMAGES, images)]
+    robustness = {name: judge_accuracy(judged_of([degrade(s.image) for s in degraded]), degraded)
+                  for name, degrade in DEGRADATIONS.items()}
+    return {"heldout_images": images, "accuracy": judge_accuracy(judged_of([s.image for s in scenes]), scenes),
+            "robustness_images": len(degraded), "robustness": robustness}
 
 
 def judge_accuracy(judged: Sequence[dict[str, str]], scenes: Sequence[world.WorldImage]) -> dict[str, float]:
