@@ -7,3 +7,5 @@ SHIPPED = (
 )
 # BaS's successors (PROTOCOL.md sec. 3, docs/SUCCESSORS.md), each a recipe on the same engine.
 SUCCESSORS = ("mifo", "tl_hard", "tl_soft", "sne")
+# Recipes that measure the sandbox's base model rather than compete (kind `reference`).
+MEASURING = ("full_finetune",)

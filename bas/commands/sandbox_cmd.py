@@ -4,6 +4,7 @@
     bas sandbox train [--only base,judge]  # train models from the seed; resumable
     bas sandbox check [--samples 100]      # recompute validity figures of the committed weights
     bas sandbox reference                  # score ground-truth renders: each metric's ceiling and floor
+    bas sandbox personalizability          # what a long full fine-tune of a scene puts into the base model
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 "renders and scores go where `bas run` keeps a method's")
     reference.set_defaults(func=run_reference)
 
+    personal = sub.add_parser("personalizability",
+                              help="how much of a scene a long full fine-tune puts into the base model",
+                              description="Train the reference recipe full_finetune (UNet, text encoder and "
+                                          "tokens on the scene image, masked loss) on the first --scenes staged "
+                                          "scenes, generate the grid plus the training prompt, score them, and "
+                                          "record identity per scene and mean in the diffusion model's training "
+                                          "record (key personalizability).")
+    personal.add_argument("--scenes", type=int, default=2, help="staged scenes to measure (default: %(default)s)")
+    personal.add_argument("--no-record", action="store_true", help="print the figures; leave the record as it is")
+    personal.set_defaults(func=run_personalizability)
+
 
 def run_world(args: argparse.Namespace) -> int:
     from bas.cli import load_config
@@ -105,4 +117,35 @@ def run_reference(args: argparse.Namespace) -> int:
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"sandbox reference: {len(ids)} scene(s); renders in {paths.runs_dir(cfg)}, scores in "
           f"{paths.scores_dir(cfg)}, means in {out / 'reference_means.csv'}")
+    return 0
+
+
+def run_personalizability(args: argparse.Namespace) -> int:
+    from bas.cli import load_config
+    from bas.errors import ConfigError
+    from bas.pipeline import measure_personalizability, scene_ids, stage
+    from bas.sandbox.personalizability import METHOD, RECORD_KEY, measuring_config
+    from bas.training import get_recipe
+    from bas.sandbox.stages import write_record_entry
+
+    cfg = load_config(args)
+    if cfg.models.profile != "sandbox":
+        raise ConfigError(f"bas sandbox personalizability: models.profile is {cfg.models.profile!r}; it measures "
+                          "the sandbox's base model (-S models.profile=sandbox)")
+    if args.scenes < 1:
+        raise ConfigError(f"--scenes {args.scenes}: must be >= 1")
+    stage(cfg)
+    ids = scene_ids(cfg)[:args.scenes]
+    figures = measure_personalizability(cfg, ids)
+    recipe = get_recipe(cfg, METHOD)
+    generation = measuring_config(cfg).generation
+    figures = {"method": METHOD, "phases": {name: {"steps": p.steps, "lr": p.lr, "trainable": list(p.trainable)}
+                                            for name, p in recipe.phases.items() if p.steps},
+               "generation": {"templates": list(generation.templates), "seeds": generation.seeds,
+                              "steps": generation.steps, "guidance_scale": generation.guidance_scale},
+               **figures}
+    print(json.dumps(figures, indent=2))
+    if not args.no_record:
+        path = write_record_entry(cfg, RECORD_KEY, figures)
+        print(f"sandbox personalizability: recorded in {path}")
     return 0

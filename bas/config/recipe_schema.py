@@ -183,7 +183,8 @@ class MethodRecipe:
 
     description: str
     # What the method is to the comparison (bas.kinds): the report reads it from the results.
-    kind: Literal["method", "ablation", "baseline", "successor"]
+    # `reference`: a measuring run of the sandbox (the personalizability reference), not a method.
+    kind: Literal["method", "ablation", "baseline", "successor", "reference"]
     prior_preservation: bool         # class images + unmasked prior loss (phase weight `prior`)
     data: DataRecipe
     diffusion_loss: DiffusionLossRecipe

@@ -10,7 +10,7 @@ from bas.config import to_dict
 from bas.errors import BasError, ConfigError
 from bas.training.methods import MethodNotAvailable, get_recipe
 from tests.params_defaults import BAS_ATTENTION_LAYERS
-from tests.shipped_methods import SHIPPED, SUCCESSORS
+from tests.shipped_methods import MEASURING, SHIPPED, SUCCESSORS
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -21,11 +21,12 @@ def cfg():
 
 
 def test_every_shipped_method_is_in_params(cfg):
-    assert list(cfg.methods) == list(SHIPPED) + list(SUCCESSORS)
+    assert list(cfg.methods) == list(SHIPPED) + list(SUCCESSORS) + list(MEASURING)
     kinds = {m: r.kind for m, r in cfg.methods.items()}   # what the report reads from the scores
     assert [m for m, k in kinds.items() if k == "successor"] == list(SUCCESSORS)
     assert [m for m, k in kinds.items() if k == "ablation"] == [m for m in SHIPPED if m.startswith("bas_no_")]
     assert [m for m, k in kinds.items() if k == "baseline"] == ["ti_m", "db_m", "cd_m"] and kinds["bas"] == "method"
+    assert [m for m, k in kinds.items() if k == "reference"] == list(MEASURING)
 
 
 def test_bas_recipe_has_the_protocol_numbers(cfg):
