@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from bas.errors import StorageFullError
 from bas.io import atomic_write_json
 
 WORKER_ENV = "BAS_WORKER_NAME"  # set on a worker machine to name it in the records
@@ -96,8 +97,11 @@ def attempt(directory: str | Path, stage: str, method: str, scene_id: str, heart
         beater.join()
         # Not an Exception: a signal (SIGTERM: scancel, preemption) or an interrupt ended the
         # process; no task retry follows, so the run is lost at once (flows/dispatch.py).
-        record.write(status=FAILED, finished_at=now(), heartbeat_at=now(), error=f"{type(err).__name__}: {err}",
-                     stopped=not isinstance(err, Exception))
+        try:
+            record.write(status=FAILED, finished_at=now(), heartbeat_at=now(), error=f"{type(err).__name__}: {err}",
+                         stopped=not isinstance(err, Exception))
+        except (OSError, StorageFullError):   # the disk that failed the stage may fail its record too:
+            pass                              # the stage's own error is the one to report
         raise
     stop.set()
     beater.join()

@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from bas.errors import BasError
+from bas.errors import BasError, hide_user_error_tracebacks
 
 # Modules that contribute subcommands, in the order `bas --help` lists them.
 COMMAND_MODULES = [
@@ -77,6 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     # Prefect's HTTP client logs every request at INFO; keep the terminal for progress.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if not args.verbose:   # a BasError Prefect logs is its message, without the engine's traceback
+        hide_user_error_tracebacks()
     try:
         result = args.func(args)
     except BasError as err:

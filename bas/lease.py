@@ -94,10 +94,15 @@ def try_acquire(path: Path, stale_after_seconds: float, **holder: object) -> Opt
                         _read(stale).get("worker"), age)
             stale.unlink(missing_ok=True)
             continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(mine, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(mine, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            # Not written (a full disk): an empty lease would hold the work off until it went stale.
+            path.unlink(missing_ok=True)
+            raise
         return Lease(path, mine)
     return None
 

@@ -8,6 +8,7 @@ can point it at shared storage all workers write to.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from bas.config import Config
 
@@ -143,3 +144,36 @@ def scores_path(run: Path) -> Path:
 def prior_images_root(cfg: Config) -> Path:
     """Class images for prior preservation, one folder per (model, prompt, count, sampler) key."""
     return storage_root(cfg) / cfg.paths.prior_images
+
+
+def describe(cfg: Config, path: str | Path) -> Optional[str]:
+    """What the output at `path` is, in words (errors that name a file say what it was), or None."""
+    path = Path(path).absolute()
+
+    def within(directory: Path) -> Optional[tuple[str, ...]]:
+        directory = Path(directory).absolute()
+        return path.relative_to(directory).parts if path == directory or directory in path.parents else None
+
+    if within(scenes_dir(cfg)) is not None:
+        return "a staged scene"
+    if within(prior_images_root(cfg)) is not None:
+        return "class images for prior preservation"
+    run = within(runs_dir(cfg))
+    if run is not None:
+        inside = run[2] if len(run) > 2 else ""
+        if RESUME_DIR in inside:   # .train-phases, or atomic_dir's ..train-phases.<x>.tmp
+            return "the training's state after a phase, to resume from"
+        if inside == TRAIN_DIR or inside.startswith(f".{TRAIN_DIR}."):
+            return "the training's outputs: tokens, log, kept weights"
+        if inside == IMAGES_DIR:
+            return "a grid image"
+        return "the grid's records: settings, manifest, done marker"
+    if within(scores_dir(cfg)) is not None:
+        return "scores"
+    if within(recipes_dir(cfg)) is not None:
+        return "a resolved recipe"
+    if within(records_dir(cfg)) is not None:
+        return "run records: attempts, leases, Prefect results, run summaries"
+    if within(reports_dir(cfg)) is not None:
+        return "the report"
+    return None

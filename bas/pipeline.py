@@ -42,7 +42,7 @@ from bas.done import (STAGE_CODE, code_version, done_record, grid_complete,  # n
                       score_marker as _score_marker, score_status, train_generate_done,
                       train_generate_fingerprint, train_generate_status, weights_identity)
 from bas.errors import ConfigError, DataError
-from bas.io import atomic_write_json, atomic_write_parquet
+from bas.io import atomic_write_json, atomic_write_parquet, writing
 from bas.kinds import REFERENCES
 from bas.paths import DONE_FILE, TRAINED_WEIGHTS_FILE, TRAIN_DIR
 
@@ -56,12 +56,21 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- stages
 
 
+def _writing(cfg: Config, stage_name: str, method: Optional[str] = None, scene_id: Optional[str] = None,
+             where: Optional[Path] = None):
+    """A full disk while `stage_name` writes: one StorageFullError naming the stage, the file,
+    what it is and the free space (`bas.io.writing`); the task is not retried."""
+    name = f"{stage_name} {method}/{scene_id}" if method else stage_name
+    return writing(name, functools.partial(paths.describe, cfg), where=where or paths.storage_root(cfg))
+
+
 def stage(cfg: Config) -> dict:
     """Stage the COCO scenes of `cfg.scenes` into `<root>/scenes/` (idempotent)."""
     from bas import lease
     from bas.scenes import stage_coco
 
-    with lease.hold(cfg, "stage", "scenes", "all"):  # two runs on one root: one stages, one waits
+    # two runs on one root: one stages, one waits
+    with _writing(cfg, "scenes"), lease.hold(cfg, "stage", "scenes", "all"):
         report = stage_coco(cfg.scenes, paths.scenes_dir(cfg))
     return {"selected": report.selected, "written": report.written, "unchanged": report.unchanged,
             "dropped": report.dropped, "skipped": [str(s) for s in report.skipped],
@@ -94,7 +103,8 @@ def write_recipes(cfg: Config) -> dict:
                    if method_kind(cfg, method) == "reference"
                    else {"method": method, "recipe": to_dict(get_recipe(cfg, method))})
         if _read_json(path) != content:
-            atomic_write_json(path, content)
+            with _writing(cfg, "recipes"):
+                atomic_write_json(path, content)
             written.append(method)
     return {"methods": list(cfg.orchestration.methods), "written": written}
 
@@ -110,7 +120,8 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
     holds it, wait; when that run finished the work meanwhile, take its result."""
     from bas import lease
 
-    with lease.hold(cfg, "train_generate", method, scene_id, run_id) as waited:
+    with _writing(cfg, "train_generate", method, scene_id), \
+            lease.hold(cfg, "train_generate", method, scene_id, run_id) as waited:
         if waited and train_generate_done(cfg, method, scene_id):
             return {"stage": "train_generate", "method": method, "scene_id": scene_id, "trained": False,
                     "fingerprint": train_generate_fingerprint(cfg, method, scene_id),
@@ -220,7 +231,7 @@ def score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None)
     """`_score` under the (method, scene) score lease, as `train_generate`."""
     from bas import lease
 
-    with lease.hold(cfg, "score", method, scene_id, run_id) as waited:
+    with _writing(cfg, "score", method, scene_id), lease.hold(cfg, "score", method, scene_id, run_id) as waited:
         if waited and score_done(cfg, method, scene_id):
             return {"stage": "score", "method": method, "scene_id": scene_id, "scored": False,
                     "fingerprint": score_fingerprint(cfg, method, scene_id),
@@ -274,7 +285,8 @@ def report(cfg: Config) -> dict:
     from bas import lease
     from bas.report import build_report
 
-    with lease.hold(cfg, "report", "all", "all"):  # two runs finishing together write it in turn
+    # two runs finishing together write it in turn
+    with _writing(cfg, "report", where=paths.reports_dir(cfg)), lease.hold(cfg, "report", "all", "all"):
         outputs = build_report(results_dir=paths.storage_root(cfg), out_dir=paths.reports_dir(cfg),
                                cfg=cfg.report, scenes_dir=paths.scenes_dir(cfg))
     return {"html": str(outputs.html), "out_dir": str(paths.reports_dir(cfg))}
@@ -401,13 +413,18 @@ def format_summary(summary: dict) -> str:
         f"  workers: {', '.join(summary['workers']) or '-'}",
         f"  failures: {len(summary['failures'])}",
     ]
-    lines += [f"    {f['stage']}" + (f" {f['method']}/{f['scene_id']}" if f["method"] else "") + f": {f['error']}"
-              for f in summary["failures"]]
+    stopped = summary.get("stopped")
+    for f in summary["failures"]:
+        # A full disk's one line is the run's error (printed after the summary): named once.
+        error = "the storage is full; the run stopped here (the error follows)" \
+            if stopped and stopped in (f["error"] or "") else f["error"]
+        lines.append(f"    {f['stage']}" + (f" {f['method']}/{f['scene_id']}" if f["method"] else "") + f": {error}")
     return "\n".join(lines)
 
 
 def write_run_summary(cfg: Config, summary: dict) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     path = paths.run_summaries_dir(cfg) / f"{stamp}-{summary['flow']}-{os.getpid()}.json"
-    atomic_write_json(path, summary)
+    with _writing(cfg, "the run summary"):
+        atomic_write_json(path, summary)
     return path

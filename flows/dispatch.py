@@ -2,7 +2,8 @@
 
 `run_scene_jobs(cfg, stage, jobs)` runs one scene flow (`train_generate_scene` or
 `score_scene`) per (method, scene) and returns an `Outcome` for each; a failed scene never
-stops the others.
+stops the others, except a full disk (`storage_full`): every later job would fail the same
+way, so the jobs not yet started are not started and the run ends with that one error.
 
 - `orchestration.work_pool` null: the scene flows run one after another in this process,
   as subflows, on whatever Prefect API is configured (the ephemeral one by default).
@@ -38,7 +39,7 @@ from prefect.tasks import exponential_backoff
 
 from bas import attempts, paths, pipeline
 from bas.config import Config
-from bas.errors import BasError
+from bas.errors import BasError, StorageFullError, storage_full_in
 from bas.pipeline import Outcome
 
 GPU_DEPLOYMENT = "gpu"  # the deployment name of every scene flow in prefect.yaml
@@ -54,8 +55,22 @@ def run_scene_jobs(cfg: Config, stage: str, jobs: Sequence[tuple[str, str]]) -> 
     if not jobs:
         return []
     if cfg.orchestration.work_pool is None:
-        return [_run_here(cfg, stage, method, scene_id) for method, scene_id in jobs]
+        outcomes = []
+        for method, scene_id in jobs:
+            outcomes.append(_run_here(cfg, stage, method, scene_id))
+            if storage_full(outcomes):
+                break
+        return outcomes
     return _run_on_pool(cfg, stage, jobs)
+
+
+def storage_full(outcomes: Sequence[Outcome], stage_errors: Optional[dict[str, str]] = None) -> Optional[str]:
+    """The message of the first full-disk failure among `outcomes` (and whole-run stages), or None."""
+    for error in [o.error for o in outcomes if not o.ok] + list((stage_errors or {}).values()):
+        message = storage_full_in(error)
+        if message:
+            return message
+    return None
 
 
 def _outcome(cfg: Config, stage: str, method: str, scene_id: str, run_ids: list[str], state: State) -> Outcome:
@@ -180,13 +195,23 @@ def _run_on_pool(cfg: Config, stage: str, jobs: Sequence[tuple[str, str]]) -> li
 
 def finish(cfg: Config, flow: str, outcomes: Sequence[Outcome], started: float,
            stage_errors: Optional[dict[str, str]] = None) -> dict:
-    """Write, log and attach (as a Prefect artifact) the run summary; return it."""
+    """Write, log and attach (as a Prefect artifact) the run summary; return it.
+
+    A full disk stops the run: `summary["stopped"]` holds its one line (the CLI prints it and
+    exits 2), and a summary that does not fit on the disk either is not written.
+    """
     summary = pipeline.run_summary(cfg, outcomes, time.perf_counter() - started, flow=flow,
                                    stage_errors=stage_errors)
-    path = pipeline.write_run_summary(cfg, summary)
+    summary["stopped"] = storage_full(outcomes, stage_errors)
+    logger = get_run_logger()
+    try:
+        path = pipeline.write_run_summary(cfg, summary)
+    except StorageFullError as err:
+        logger.warning("run summary not written: %s", err)
+        path = None
     text = pipeline.format_summary(summary)
     # The CLI prints the summary; the UI shows it as this run's artifact.
-    get_run_logger().info("run summary: %d failure(s), written to %s", len(summary["failures"]), path)
+    logger.info("run summary: %d failure(s), written to %s", len(summary["failures"]), path)
     create_markdown_artifact(key=f"{flow.replace('_', '-')}-summary", markdown=f"```\n{text}\n```",
                              description=f"bas {flow} run summary ({path})")
     return summary

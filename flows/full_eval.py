@@ -6,7 +6,8 @@
 
 Each (method, scene) is a scene flow run (flows/scene.py), here or on the GPU work pool
 (flows/dispatch.py). Every flow ends with a run summary: scenes, images, failures, wall
-time and device time per stage.
+time and device time per stage. A full disk stops full_eval after the stage it hit: no
+scoring or report is tried on it (the summary's `stopped` says why).
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ def full_eval(params_file: str = "params.yaml", overrides: Optional[dict] = None
     scene_ids = configured(stages.list_scenes, cfg)(cfg)
     trained = dispatch.run_scene_jobs(cfg, "train_generate",
                                       [(m, s) for m in cfg.orchestration.methods for s in scene_ids])
+    if dispatch.storage_full(trained):
+        return dispatch.finish(cfg, "full_eval", trained, started)
     scored = dispatch.run_scene_jobs(cfg, "score", [(o.method, o.scene_id) for o in trained if o.ok])
+    if dispatch.storage_full(scored):
+        return dispatch.finish(cfg, "full_eval", trained + scored, started)
     report = configured(stages.report, cfg)(cfg, return_state=True)
     return dispatch.finish(cfg, "full_eval", trained + scored, started,
                            stage_errors=None if report.is_completed() else {"report": report.message})

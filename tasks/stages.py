@@ -2,7 +2,8 @@
 
 What makes them tasks rather than plain calls:
 - retries with exponential backoff on transient errors; a `BasError` (the user must fix
-  something) fails at once;
+  something) and a full disk (ENOSPC, EDQUOT, a failed torch or safetensors write, even one
+  outside bas's own writers) fail at once;
 - the expensive per-(method, scene) tasks are cached on content: the key is the library's
   fingerprint of what the outputs depend on (scene content hash, the method's resolved
   recipe, the settings that decide pixels or scores, and the version of the code that makes
@@ -17,6 +18,7 @@ through it so that no number lives in orchestration code.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 from prefect import task
@@ -28,15 +30,17 @@ from prefect.tasks import Task, exponential_backoff
 from bas import paths, pipeline
 from bas.config import Config
 from bas.errors import BasError
+from bas.io import disk_full_reason
 
 
 def is_transient(task: Task, task_run: Any, state: Any) -> bool:
-    """Retry unless the failure is a `BasError` (bad params or inputs: retrying cannot help)."""
+    """Retry unless the failure is a `BasError` (bad params or inputs) or a full disk: retrying
+    cannot help either."""
     try:
         error = state.result(raise_on_failure=False)
     except Exception:  # the error itself could not be read back: treat as transient
         return True
-    return not isinstance(error, BasError)
+    return not isinstance(error, BasError) and not (isinstance(error, BaseException) and disk_full_reason(error))
 
 
 def configured(task_: Task, cfg: Config) -> Task:
@@ -62,9 +66,22 @@ def _content_key(stage: str, parameters: dict[str, Any]) -> str:
     }[stage]
     key = fingerprint(cfg, method, scene_id)
     cache_key = f"{stage}-{method}-{scene_id}-{key}"
-    if not done(cfg, method, scene_id, key):  # outputs gone: the record must not stand in for them
-        (paths.prefect_results_dir(cfg).resolve() / cache_key).unlink(missing_ok=True)
+    record = paths.prefect_results_dir(cfg).resolve() / cache_key
+    # Outputs gone: the record must not stand in for them. A record cut short (written as the
+    # disk filled) would not read back: the task runs and writes it again.
+    if not done(cfg, method, scene_id, key) or not _readable(record):
+        record.unlink(missing_ok=True)
     return cache_key
+
+
+def _readable(record) -> bool:
+    try:
+        json.loads(record.read_bytes())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _train_generate_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:

@@ -62,3 +62,14 @@ def test_an_attempt_ended_by_a_signal_is_marked_stopped(tmp_path):
     [failed], [stopped] = attempts.read_attempts(tmp_path / "a"), attempts.read_attempts(tmp_path / "b")
     assert failed["stopped"] is False and stopped["stopped"] is True
     assert stopped["status"] == attempts.FAILED and stopped["error"] == "TerminationSignal: SIGTERM"
+
+
+def test_a_record_the_full_disk_refuses_does_not_hide_the_stages_error(tmp_path, monkeypatch):
+    from bas.errors import StorageFullError
+
+    with pytest.raises(ValueError, match="the stage's own error"):
+        with attempts.attempt(tmp_path, "score", "bas", "s", heartbeat_seconds=10) as record:
+            def full(*args, **kwargs):
+                raise StorageFullError(record.path, "no space left on device", 0, 100)
+            monkeypatch.setattr(attempts, "atomic_write_json", full)
+            raise ValueError("the stage's own error")

@@ -72,3 +72,17 @@ def test_the_heartbeat_keeps_a_long_holder_past_stale_after(tmp_path):
     with lease.hold(cfg, "score", "bas", "s1"):
         time.sleep(2.0)  # twice stale_after: only the heartbeat keeps it
         assert lease.try_acquire(lease.lease_path(cfg, "score", "bas", "s1"), 1.0) is None
+
+
+def test_a_lease_that_could_not_be_written_is_not_left_behind(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lease.os, "fsync", full)
+    with pytest.raises(OSError):
+        lease.try_acquire(tmp_path / "l.json", 10)
+    assert not (tmp_path / "l.json").exists()   # an empty lease would hold the work off until stale

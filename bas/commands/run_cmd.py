@@ -46,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(summary: dict) -> int:
+    """Print the run summary; exit status 1 when something failed. A full disk stopped the run:
+    its one line is raised as the error (exit status 2)."""
+    from bas.errors import BasError
     from bas.pipeline import format_summary
 
     print(format_summary(summary))
+    if summary.get("stopped"):
+        raise BasError(summary["stopped"])
     return 1 if summary["failures"] else 0

@@ -28,6 +28,20 @@ def test_business_errors_are_not_retried_transient_ones_are():
     assert stages.is_transient(None, None, Failed(data=RuntimeError("CUDA error: unspecified launch failure")))
 
 
+def test_a_full_disk_is_not_retried_even_outside_bas_s_writers():
+    import errno
+
+    from safetensors import SafetensorError
+
+    from bas.errors import StorageFullError
+
+    for error in (StorageFullError("/x", "no space left on device", 0, 1), OSError(errno.ENOSPC, "No space left"),
+                  OSError(errno.EDQUOT, "Disk quota exceeded"),
+                  RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+                  SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")):
+        assert not stages.is_transient(None, None, Failed(data=error)), error
+
+
 def test_configured_tasks_take_retries_and_shared_storage_from_params(tmp_path):
     cfg = params_defaults.parse({"paths": {"storage_root": str(tmp_path)},
                         "orchestration": {"retries": 3, "retry_delay_seconds": 2}})
