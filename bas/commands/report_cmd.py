@@ -1,4 +1,5 @@
-"""`bas report`: the comparison report of a results directory (optionally against another run)."""
+"""`bas report`: the comparison report of a results directory (optionally against another run);
+`--claims` prints the papers' claims and their verdicts instead."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compare", metavar="OTHER",
                         help="another results directory, or a metrics.json (e.g. of a DVC experiment), "
                              "shown side by side with deltas")
+    parser.add_argument("--claims", action="store_true",
+                        help="print the papers' claims and whether each reproduces in the results "
+                             "(the report's 'Papers' claims' table) and write nothing")
     parser.set_defaults(func=run)
 
 
@@ -34,6 +38,12 @@ def run(args: argparse.Namespace) -> int:
         results, scenes = paths.storage_root(cfg), args.scenes or paths.scenes_dir(cfg)
     else:
         results, scenes = args.results, args.scenes
+    if args.claims:
+        from bas.report.claims import claims_of_results, format_claims
+
+        verdicts = claims_of_results(results, cfg.report)
+        print(format_claims(verdicts, cfg.report.confidence, cfg.report.bootstrap_samples), end="")
+        return 0
     outputs = build_report(
         results_dir=results,
         out_dir=args.out or paths.reports_dir(cfg),

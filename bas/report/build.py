@@ -21,7 +21,7 @@ from bas.config import ReportConfig
 from bas.errors import DataError
 from bas.io import atomic_write_bytes, atomic_dir, atomic_write_json, atomic_write_text
 from bas.ratings.analysis import human_pareto_png, human_results
-from bas.report import pictures, plots, published, stats
+from bas.report import claims, pictures, plots, published, stats
 from bas.report.data import (BREAKDOWN_METRICS, COMPARE_METRICS, MIFO_COLUMNS, SANDBOX_BANNER, TINY_BANNER,
                              X_METRIC, Y_METRIC, Comparison, PublishedView, ReportData)
 from bas.report.html import render_html
@@ -148,6 +148,7 @@ def collect(results: Results, cfg: ReportConfig, plots_dir: Path, results_label:
         published_views=[published_view(t, summary, methods) for t in published.TABLES
                          if t.metric_of_column and t is not published.TL_VS_CUSTOM_DIFFUSION],
         tl_ours=tl_relative(images), notes=notes,
+        claims=claims.evaluate_claims(images, cfg.bootstrap_samples, cfg.confidence, cfg.bootstrap_seed),
     )
 
 
@@ -244,5 +245,6 @@ def write_tables(data: ReportData, tables_dir: Path) -> None:
         data.by_template[metric].to_csv(tables_dir / f"{metric}_by_template.csv", float_format="%.6g")
         data.by_scene[metric].to_csv(tables_dir / f"{metric}_by_scene.csv", float_format="%.6g")
     data.detection_by_subset.to_csv(tables_dir / "detected_by_subset_size.csv", float_format="%.6g")
+    claims.claims_table(data.claims).to_csv(tables_dir / "claims.csv", index=False)
     if data.comparison is not None:
         data.comparison.table.to_csv(tables_dir / "comparison.csv", index=False, float_format="%.6g")

@@ -11,7 +11,7 @@ from typing import Optional
 import pandas as pd
 
 from bas.config import ReportConfig
-from bas.report import pictures, plots, published, stats
+from bas.report import claims, pictures, plots, published, stats
 from bas.report.results import MethodKinds
 
 X_METRIC = "prompt_similarity"  # BaS Fig. 5 (left): prompt similarity across ...
@@ -70,6 +70,7 @@ class ReportData:
     comparison: Optional[Comparison] = None
     notes: list[str] = field(default_factory=list)
     human: Optional[dict] = None  # bas.ratings.analysis.human_results of the rating study, if any
+    claims: list[claims.ClaimResult] = field(default_factory=list)  # the papers' claims on these results
 
     def mean(self, method: str, metric: str) -> float:
         row = self.summary[(self.summary["method"] == method) & (self.summary["metric"] == metric)]

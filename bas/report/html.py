@@ -10,6 +10,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from bas.report import claims as claim_checks
 from bas.report import published
 from bas.report.data import BREAKDOWN_METRICS, COMPARE_METRICS, MIFO_COLUMNS, ReportData
 from bas.report.plots import Plot
@@ -24,6 +25,7 @@ SECTIONS = (
     ("mifo", "MIFO metrics: SIM-C, SIM-D, NSIM-D, CS"),
     ("breakdowns", "Breakdowns: concepts, templates, scenes, detection"),
     ("significance", "Significance: Kruskal-Wallis and Tukey HSD"),
+    ("claims", "Papers' claims"),
     ("pictures", "Pictures (BaS Fig. 9 layout)"),
     ("attention", "Attention maps (BaS Fig. 4)"),
     ("human", "Human ratings (BaS Table 4, Fig. 5 right)"),
@@ -312,6 +314,33 @@ def significance(data: ReportData) -> str:
     return section("significance", "\n".join(parts))
 
 
+VERDICT_CLASS = {claim_checks.REPRODUCED: "good", claim_checks.NOT_REPRODUCED: "bad"}
+
+
+def claims(data: ReportData) -> str:
+    cfg = data.cfg
+    parts = [f"<p>Each paper's central claim tested on this run's per-image scores (references left out). "
+             f"A comparison is significant when the {cfg.confidence:.0%} bootstrap interval of the "
+             f"difference of means ({cfg.bootstrap_samples} resamples of each method's images, seed "
+             f"{cfg.bootstrap_seed}) excludes 0. <i>reproduced</i>: every comparison goes the claimed way, "
+             f"significantly; <i>direction only</i>: it goes that way, not significantly; <i>not reproduced</i>: "
+             f"a comparison goes the other way; <i>not measured</i>: a method the claim needs has no "
+             f"results (or fewer than 2 scored images). Δ = first − second method, with its interval; "
+             f"n = scored images of each.</p>"]
+    rows = []
+    for r in data.claims:
+        c = r.claim
+        rows.append([td(f"<b>{esc(c.paper)}</b> {esc(c.source)}<br>{esc(c.title)}"), td(esc(c.tested)),
+                     td(f"<b>{esc(r.verdict)}</b><br><small>{esc(r.reason)}</small>",
+                        extra=VERDICT_CLASS.get(r.verdict, "")),
+                     td("<br>".join(f"<small>{esc(line)}</small>" for line in r.numbers))])
+    parts.append(table(["claim", "tested", "verdict", "numbers"], rows))
+    quotes = "".join(f"<li><b>{esc(r.claim.paper)} {esc(r.claim.source)}</b>: {esc(r.claim.statement)}</li>"
+                     for r in data.claims)
+    parts.append(f"<details><summary>The papers' words</summary><ul>{quotes}</ul></details>")
+    return section("claims", "\n".join(parts))
+
+
 def pictures(data: ReportData) -> str:
     cfg = data.cfg
     parts = [f"<p>For each chosen scene: the input, its concept masks, then every method's image for "
@@ -470,7 +499,8 @@ def render_html(data: ReportData) -> str:
         f'{len(data.methods)} methods · {int(data.overview["images"].sum())} images</p>',
         banner,
         overview(data), pareto(data), means(data), mifo(data), breakdowns(data), significance(data),
-        pictures(data), attention(data), human(data), published_section(data), compare(data), method_notes(data),
+        claims(data), pictures(data), attention(data), human(data), published_section(data), compare(data),
+        method_notes(data),
         banner,
     ])
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

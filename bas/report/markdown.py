@@ -78,6 +78,12 @@ def render_markdown(data: ReportData) -> str:
                  "yes" if r.pvalue < cfg.alpha else "no"] for r in pairs.itertuples()]
         out += [f"Tukey HSD, {METRICS[metric].label}:", "",
                 _table(["A", "B", "B − A", "p", f"p < {cfg.alpha:g}"], rows) if rows else "not computable", ""]
+    rows = [[f"{r.claim.paper} {r.claim.source}: {r.claim.title}", r.claim.tested,
+             f"**{r.verdict}** ({r.reason})", "<br>".join(r.numbers)] for r in data.claims]
+    out += ["## Papers' claims", "",
+            f"Significant: the {cfg.confidence:.0%} bootstrap interval of the difference of means "
+            f"({cfg.bootstrap_samples} resamples) excludes 0; Δ = first − second method; references left out.", "",
+            _table(["claim", "tested", "verdict", "numbers"], rows), ""]
     out += ["## Published figures (not ours)", ""]
     for t in published.TABLES:
         rows = [[label] + [published.formatted(t, v) for v in values] for label, values in t.rows.items()]

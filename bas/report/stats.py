@@ -1,5 +1,5 @@
 """Statistics of the report: method means with bootstrap intervals, the Pareto front,
-Kruskal-Wallis and Tukey HSD, and breakdowns.
+Kruskal-Wallis and Tukey HSD, bootstrap intervals of differences, and breakdowns.
 
 Every function takes the per-image table of `bas.report.results.per_image` (one row per
 image, a column per metric); NaN scores (an image none of whose concepts was detected has no
@@ -34,8 +34,23 @@ def bootstrap_ci(values: np.ndarray, samples: int, confidence: float,
     return float(low), float(high)
 
 
-def _rng(seed: int, *names: str) -> np.random.Generator:
-    # One stream per (method, metric), independent of which other methods are present.
+def bootstrap_difference_ci(a: np.ndarray, b: np.ndarray, samples: int, confidence: float,
+                            rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(a) - mean(b) for two independent samples: each is
+    resampled with replacement on its own, `samples` times."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        return float("nan"), float("nan")
+    means_a = a[rng.integers(0, a.size, size=(samples, a.size))].mean(axis=1)  # (B,)
+    means_b = b[rng.integers(0, b.size, size=(samples, b.size))].mean(axis=1)  # (B,)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means_a - means_b, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def seeded_rng(seed: int, *names: str) -> np.random.Generator:
+    """One stream per name tuple (e.g. (method, metric)), independent of which other methods are present."""
     return np.random.default_rng([seed] + [zlib.crc32(n.encode()) for n in names])
 
 
@@ -48,7 +63,7 @@ def method_summary(images: pd.DataFrame, metrics: Iterable[str], samples: int,
         own = images[images["method"] == method]
         for metric in metrics:
             values = own[metric].dropna().to_numpy(dtype=np.float64)
-            low, high = bootstrap_ci(values, samples, confidence, _rng(seed, method, metric))
+            low, high = bootstrap_ci(values, samples, confidence, seeded_rng(seed, method, metric))
             records.append({
                 "method": method, "kind": kinds.kinds[method], "metric": metric,
                 "ablation": kinds.is_ablation(method),
