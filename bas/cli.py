@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "bas.commands.score_cmd",
     "bas.commands.train_cmd",
     "bas.commands.report_cmd",
+    "bas.commands.verify_cmd",
     "bas.commands.sandbox_cmd",
     "bas.commands.models_cmd",
     "bas.commands.coco_cmd",

@@ -9,8 +9,15 @@ One place answers it for the pipeline, the Prefect tasks' cache keys and dvc.yam
   (resolved recipe, training settings, model identity: `bas.training.engine.run_key`), the
   settings that decide pixels or scores, the code version, and the sandbox's weights.
 - markers: a finished stage writes its fingerprint last (`done.json` in the run directory,
-  `scores/<method>/<scene_id>.json`); `train_generate_status` / `score_status` compare it
-  with the current fingerprint and say which input changed.
+  `scores/<method>/<scene_id>.json`), with its outputs' sizes, mtimes and SHA-256 (as DVC's
+  lock file does). `train_generate_status` / `score_status` are the one question a stage
+  asks: they compare the fingerprint with the current one (and say which input changed),
+  and the outputs' sizes and mtimes with the record (re-hashing a file whose mtime moved),
+  and name each output that is gone or changed (`Status.changed`): the stage makes it again
+  with what depends on it, and is never reported done meanwhile. A score's fingerprint holds
+  the SHA-256 of the images it scored, so an image made again differently is scored again.
+- `verify(cfg, rehash)`: every recorded output under the storage root against its record
+  (`bas verify [--hash]`).
 - within a stage: whether a finished training can be reused (`bas.training.engine.is_complete`,
   keyed by its run key) and whether its grid is complete (`grid_complete`).
 """
@@ -28,6 +35,7 @@ from typing import Any, Optional
 from bas import paths
 from bas.config import Config, to_dict
 from bas.errors import DataError
+from bas.io import Change, changed_files, record_files
 from bas.paths import DONE_FILE, SCENE_JSON, TOKENS_FILE
 from bas.training.methods import get_recipe, method_kind
 
@@ -58,6 +66,12 @@ class Status:
     done: bool
     fingerprint: str
     reasons: list[str] = field(default_factory=list)   # empty when done
+    # Outputs the marker records as finished that are now missing or different (relative to
+    # the run directory, or to the scores directory of the method): made again by the stage.
+    changed: list[Change] = field(default_factory=list)
+    marker: Optional[dict] = None        # the marker as read (None when absent or unreadable)
+    inputs: Optional[dict] = None        # what the fingerprint hashes, when computed (train_generate)
+    grid: Optional["Status"] = None      # score_status(grid=True) of an unscored grid: the grid's own status
 
     def __bool__(self) -> bool:
         return self.done
@@ -143,28 +157,63 @@ def _input_digests(inputs: dict) -> dict[str, str]:
     return {name: _digest(value) for name, value in inputs.items()}
 
 
-def done_record(cfg: Config, method: str, scene_id: str, fingerprint: str, images: int) -> dict:
+def run_outputs(run: Path) -> list[str]:
+    """The files of a run directory its marker records (POSIX, relative to the run): the
+    training's outputs, the images, the grid's settings and manifest. Not the marker itself,
+    not scores made in place (`bas score --run`), not hidden folders (a killed run's
+    temporary ones, the training's resume state)."""
+    run = Path(run)
+    names = []
+    for path in run.rglob("*"):
+        name = path.relative_to(run).as_posix()
+        if name in (DONE_FILE, paths.SCORES_FILE) or any(part.startswith(".") for part in name.split("/")):
+            continue
+        if path.is_file():
+            names.append(name)
+    return sorted(names)
+
+
+def done_record(cfg: Config, method: str, scene_id: str, status: "Status | str", images: int) -> dict:
     """What `done.json` holds: the fingerprint, the image count, the method's kind (the report
-    reads it), and a digest of each input (so that a later status can say which one changed)."""
-    return {"fingerprint": fingerprint, "images": images, "kind": method_kind(cfg, method),
-            "inputs": _input_digests(train_generate_inputs(cfg, method, scene_id))}
-
-
-def train_generate_status(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None) -> Status:
-    """Whether the run directory holds the finished training and grid for the current inputs."""
+    reads it), a digest of each input (so that a later status can say which one changed) and
+    each output's size, mtime and SHA-256 (a file unchanged since the last record is not hashed
+    again). `status`: the stage's `train_generate_status` (or its fingerprint)."""
+    fingerprint = status if isinstance(status, str) else status.fingerprint
+    inputs = None if isinstance(status, str) else status.inputs
+    previous = None if isinstance(status, str) else status.marker
     run = paths.run_dir(cfg, method, scene_id)
-    fingerprint = fingerprint or train_generate_fingerprint(cfg, method, scene_id)
+    return {"fingerprint": fingerprint, "images": images, "kind": method_kind(cfg, method),
+            "inputs": _input_digests(inputs or train_generate_inputs(cfg, method, scene_id)),
+            "outputs": record_files(run, run_outputs(run), known=(previous or {}).get("outputs"))}
+
+
+def train_generate_status(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None,
+                          rehash: bool = False) -> Status:
+    """Whether the run directory holds the finished training and grid for the current inputs
+    (or for `fingerprint`), every output as it was recorded (sizes and mtimes; with `rehash`,
+    every file's SHA-256)."""
+    run = paths.run_dir(cfg, method, scene_id)
+    inputs = None if fingerprint else train_generate_inputs(cfg, method, scene_id)
+    fingerprint = fingerprint or _digest(inputs)
     done = read_json(run / DONE_FILE)
     reasons = []
+    # Outputs gone or changed since they were finished are made again, whatever else changed:
+    # a training a new code version reuses must not be a truncated one.
+    recorded = (done or {}).get("outputs")
+    changes = changed_files(run, recorded, rehash) if isinstance(recorded, dict) else []
     if not done:
         reasons.append(f"no {run / DONE_FILE}: training and grid not finished")
     elif done.get("fingerprint") != fingerprint:
-        changed = _changed_inputs(done.get("inputs"), lambda: train_generate_inputs(cfg, method, scene_id))
+        changed = _changed_inputs(done.get("inputs"), lambda: inputs or train_generate_inputs(cfg, method, scene_id))
         reasons.append(f"{run / DONE_FILE} was written for other inputs"
                        + (f" (changed: {', '.join(changed)})" if changed else ""))
-    if not paths.manifest_path(run).exists():
+    elif not isinstance(recorded, dict):
+        reasons.append(f"{run / DONE_FILE} records no outputs (written by an older bas): checked and recorded again")
+    reasons += [f"{run / c.name} {c.why}" for c in changes]
+    if not changes and not paths.manifest_path(run).exists():
         reasons.append(f"no {paths.manifest_path(run)}")
-    return Status(done=not reasons, fingerprint=fingerprint, reasons=reasons)
+    return Status(done=not reasons, fingerprint=fingerprint, reasons=reasons, changed=changes, marker=done,
+                  inputs=inputs)
 
 
 def train_generate_done(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None) -> bool:
@@ -194,8 +243,12 @@ def grid_complete(cfg: Config, method: str, scene, run: Path) -> bool:
 
 
 def score_fingerprint(cfg: Config, method: str, scene_id: str) -> str:
+    """The scores' inputs: the grid (its fingerprint and the SHA-256 of each image, as its
+    done.json records them), the scoring settings, the scorers and the code."""
     done = read_json(paths.run_dir(cfg, method, scene_id) / DONE_FILE) or {}
-    return _digest({"run": done.get("fingerprint"), "scoring": to_dict(cfg.scoring),
+    images = {name: (record or {}).get("sha256") for name, record in (done.get("outputs") or {}).items()
+              if name.startswith(f"{paths.IMAGES_DIR}/")}
+    return _digest({"run": done.get("fingerprint"), "images": images, "scoring": to_dict(cfg.scoring),
                     "models": to_dict(cfg.models), "code": code_version("score"),
                     "weights": weights_identity(cfg.models, ("clip", "dino", "segmenter"))})
 
@@ -204,19 +257,85 @@ def score_marker(cfg: Config, method: str, scene_id: str) -> Path:
     return paths.scene_scores_path(cfg, method, scene_id).with_suffix(".json")
 
 
-def score_status(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None) -> Status:
+def score_record(cfg: Config, method: str, scene_id: str, fingerprint: str, rows: int) -> dict:
+    """What a score marker holds: the fingerprint, the row count, the scores file's record."""
+    out = paths.scene_scores_path(cfg, method, scene_id)
+    return {"fingerprint": fingerprint, "rows": rows, "outputs": record_files(out.parent, [out.name])}
+
+
+def score_status(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None,
+                 rehash: bool = False, grid: bool = False) -> Status:
+    """Whether the (method, scene) is scored for the current grid, settings and scorers, its
+    scores file as recorded. `grid`: when it is not, also the grid's own status (`Status.grid`:
+    the score stage needs the grid finished first)."""
     fingerprint = fingerprint or score_fingerprint(cfg, method, scene_id)
     marker_path = score_marker(cfg, method, scene_id)
+    out = paths.scene_scores_path(cfg, method, scene_id)
     marker = read_json(marker_path)
-    reasons = []
+    reasons, changes = [], []
     if not marker:
         reasons.append(f"no {marker_path}: not scored")
     elif marker.get("fingerprint") != fingerprint:
         reasons.append(f"{marker_path} was written for another grid, scoring settings, scorer or code")
-    if not paths.scene_scores_path(cfg, method, scene_id).exists():
-        reasons.append(f"no {paths.scene_scores_path(cfg, method, scene_id)}")
-    return Status(done=not reasons, fingerprint=fingerprint, reasons=reasons)
+    elif isinstance(marker.get("outputs"), dict):
+        changes = changed_files(out.parent, marker["outputs"], rehash)
+        reasons += [f"{out.parent / c.name} {c.why}" for c in changes]
+    if not changes and not out.exists():
+        reasons.append(f"no {out}")
+    return Status(done=not reasons, fingerprint=fingerprint, reasons=reasons, changed=changes, marker=marker,
+                  grid=train_generate_status(cfg, method, scene_id) if grid and reasons else None)
 
 
 def score_done(cfg: Config, method: str, scene_id: str, fingerprint: Optional[str] = None) -> bool:
     return score_status(cfg, method, scene_id, fingerprint).done
+
+
+# --------------------------------------------------------------------------- bas verify
+
+
+@dataclass
+class Verification:
+    """What `verify` found: how many recorded outputs it checked, and one line per difference."""
+
+    checked: int = 0
+    differences: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)   # class images made before they were recorded
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+def verify(cfg: Config, rehash: bool = False) -> Verification:
+    """Every recorded output under the storage root against its marker's record: the run
+    directories (done.json), the scores (scores/<method>/<scene>.json), the class images
+    (images.json); sizes and mtimes, and with `rehash` every file's SHA-256 and every staged
+    scene's content hash. Each difference is one line naming the file and its marker."""
+    from bas.scenes.scene import load_scene, scene_dirs   # PIL and numpy: only when asked
+    from bas.training.prior import MARKER as CLASS_IMAGES_MARKER
+
+    found = Verification()
+    markers = [(p, "outputs") for p in sorted(paths.runs_dir(cfg).glob(f"*/*/{DONE_FILE}"))]
+    markers += [(p, "outputs") for p in sorted(paths.scores_dir(cfg).glob("*/*.json"))]
+    markers += [(p, "files") for p in sorted(paths.prior_images_root(cfg).glob(f"*/{CLASS_IMAGES_MARKER}"))]
+    for marker, key in markers:
+        record = read_json(marker)
+        recorded = (record or {}).get(key)
+        if not isinstance(recorded, dict):
+            if record is not None and key == "files":   # taken as they are; recorded when next loaded
+                found.unrecorded.append(f"{marker}: made before class images were recorded: not checked")
+            else:   # the stage is not done for it: its next run checks and records the outputs
+                found.differences.append(f"{marker}: records no outputs (unreadable, or written by an older "
+                                         "bas); the next run of its stage checks and records them")
+            continue
+        found.checked += len(recorded)
+        found.differences += [f"{marker.parent / c.name} {c.why} (recorded in {marker})"
+                              for c in changed_files(marker.parent, recorded, rehash)]
+    if rehash and paths.scenes_dir(cfg).is_dir():
+        for directory in scene_dirs(paths.scenes_dir(cfg)):
+            found.checked += 1
+            try:
+                load_scene(directory)   # recomputes the content hash from the pixels
+            except DataError as err:
+                found.differences.append(str(err))
+    return found

@@ -37,9 +37,9 @@ from bas import attempts, paths
 from bas.config import Config, to_dict
 # Whether a (method, scene) is done and why not, its fingerprints and each stage's code live in
 # bas.done; the names are re-exported here for the Prefect tasks' cache keys and the benches.
-from bas.done import (STAGE_CODE, code_version, done_record, grid_complete,  # noqa: F401
+from bas.done import (STAGE_CODE, Status, code_version, done_record, grid_complete,  # noqa: F401
                       read_json as _read_json, scene_content_hash, score_done, score_fingerprint,
-                      score_marker as _score_marker, score_status, train_generate_done,
+                      score_marker as _score_marker, score_record, score_status, train_generate_done,
                       train_generate_fingerprint, train_generate_status, weights_identity)
 from bas.errors import ConfigError, DataError
 from bas.io import atomic_write_json, atomic_write_parquet, writing
@@ -122,21 +122,26 @@ def train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str
 
     with _writing(cfg, "train_generate", method, scene_id), \
             lease.hold(cfg, "train_generate", method, scene_id, run_id) as waited:
-        if waited and train_generate_done(cfg, method, scene_id):
+        status = train_generate_status(cfg, method, scene_id)   # the stage's one question: done?
+        if waited and status.done:
             return {"stage": "train_generate", "method": method, "scene_id": scene_id, "trained": False,
-                    "fingerprint": train_generate_fingerprint(cfg, method, scene_id),
+                    "fingerprint": status.fingerprint,
                     "images": _count_manifest(paths.manifest_path(paths.run_dir(cfg, method, scene_id))),
                     "images_generated": 0, "done_by_another_run": True}
-        return _train_generate(cfg, method, scene_id, run_id)
+        return _train_generate(cfg, method, scene_id, run_id, status)
 
 
-def _train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None) -> dict:
+def _train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None,
+                    status: Optional[Status] = None) -> dict:
     """Train `method` on the scene (unless finished), then make the missing images of its grid.
 
     The grid is made with the model still in memory after training. When training had
     finished but the grid had not (a lost worker), the trained tokens and weights are loaded
     from the run directory; if the weights were not kept (`training.keep_weights`) the
-    method is trained again. Returns a summary (also in the attempt record).
+    method is trained again. Outputs recorded as finished that are gone or changed
+    (`status.changed`) are made again with what depends on them (`_drop_changed`).
+    `status`: the stage's `train_generate_status`, asked once. Returns a summary (also in
+    the attempt record).
     """
     from bas.generation.run import generate_grid, generate_run
     from bas.models import load_diffusion, pick_device
@@ -150,23 +155,24 @@ def _train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[st
         raise ConfigError(f"orchestration.methods: {method!r} is a ground-truth reference of the sandbox "
                           f"world and needs models.profile: sandbox (not {cfg.models.profile!r})")
     run = paths.run_dir(cfg, method, scene_id)
-    fingerprint = train_generate_fingerprint(cfg, method, scene_id)
+    status = status or train_generate_status(cfg, method, scene_id)
+    fingerprint = status.fingerprint
     record_dir = paths.attempts_dir(cfg, "train_generate", method, scene_id)
     with attempts.attempt(record_dir, "train_generate", method, scene_id,
                           cfg.orchestration.heartbeat_seconds, run_id) as record:
         summary = {"stage": "train_generate", "method": method, "scene_id": scene_id, "fingerprint": fingerprint,
                    "trained": False, "images": 0, "images_generated": 0, "train_seconds": 0.0,
                    "generate_seconds": 0.0, "device": str(pick_device())}
-        status = train_generate_status(cfg, method, scene_id, fingerprint)
         if status.done:
             log.info("%s/%s: training and grid already finished", method, scene_id)
             summary["images"] = _count_manifest(paths.manifest_path(run))
         elif kind == "reference":
             log.info("%s/%s: rendering: %s", method, scene_id, "; ".join(status.reasons))
             summary["images"] = _render_reference(cfg, method, scene_id, run)
-            atomic_write_json(run / DONE_FILE, done_record(cfg, method, scene_id, fingerprint, summary["images"]))
+            atomic_write_json(run / DONE_FILE, done_record(cfg, method, scene_id, status, summary["images"]))
         else:
             log.info("%s/%s: to do: %s", method, scene_id, "; ".join(status.reasons))
+            _drop_changed(run, status.changed)
             scene = load_scene(paths.scenes_dir(cfg) / scene_id)
             before = _image_stats(paths.images_dir(run))
             started = time.perf_counter()
@@ -198,9 +204,31 @@ def _train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[st
             after = _image_stats(paths.images_dir(run))
             summary["images"] = len(manifest)
             summary["images_generated"] = sum(1 for name, stat in after.items() if before.get(name) != stat)
-            atomic_write_json(run / DONE_FILE, done_record(cfg, method, scene_id, fingerprint, len(manifest)))
+            atomic_write_json(run / DONE_FILE, done_record(cfg, method, scene_id, status, len(manifest)))
         record.data["summary"] = summary
     return summary
+
+
+def _drop_changed(run: Path, changed: Sequence) -> None:
+    """Remove what depends on finished outputs that are gone or changed, so that the stage
+    makes it again: a training output (tokens, kept weights, log) -> the training (its grid is
+    then checked against the new tokens: images they make differently are made again); an
+    image -> that image; the grid's settings or manifest -> those (rewritten)."""
+    if not changed:
+        return
+    names = [change.name for change in changed]
+    retrain = any(name.split("/")[0] == TRAIN_DIR for name in names)
+    log.warning("made again, with what depends on it: %s", "; ".join(f"{run / c.name} {c.why}" for c in changed))
+    (run / DONE_FILE).unlink(missing_ok=True)   # no marker while its outputs change
+    if retrain:
+        shutil.rmtree(run / TRAIN_DIR, ignore_errors=True)
+    if retrain and paths.GENERATION_JSON in names:
+        # The settings the images were made with are gone and the tokens are trained again:
+        # which images the new tokens would make differently cannot be told; all are made again.
+        shutil.rmtree(paths.images_dir(run), ignore_errors=True)
+    for name in names:
+        if name.split("/")[0] != TRAIN_DIR:
+            (run / name).unlink(missing_ok=True)
 
 
 def _render_reference(cfg: Config, reference: str, scene_id: str, run: Path) -> int:
@@ -232,16 +260,20 @@ def score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None)
     from bas import lease
 
     with _writing(cfg, "score", method, scene_id), lease.hold(cfg, "score", method, scene_id, run_id) as waited:
-        if waited and score_done(cfg, method, scene_id):
+        status = score_status(cfg, method, scene_id, grid=True)   # the stage's one question: done?
+        if waited and status.done:
             return {"stage": "score", "method": method, "scene_id": scene_id, "scored": False,
-                    "fingerprint": score_fingerprint(cfg, method, scene_id),
+                    "fingerprint": status.fingerprint,
                     "rows": _count_manifest(paths.scene_scores_path(cfg, method, scene_id)),
                     "done_by_another_run": True}
-        return _score(cfg, method, scene_id, run_id)
+        return _score(cfg, method, scene_id, run_id, status)
 
 
-def _score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None) -> dict:
-    """Score the (method, scene) grid into `<root>/scores/<method>/<scene_id>.parquet`."""
+def _score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None,
+           status: Optional[Status] = None) -> dict:
+    """Score the (method, scene) grid into `<root>/scores/<method>/<scene_id>.parquet`.
+
+    `status`: the stage's `score_status(..., grid=True)`, asked once."""
     import pandas as pd
 
     from bas.scoring.score import SceneCache, score_manifest, summary as score_summary
@@ -252,17 +284,20 @@ def _score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None
     record_dir = paths.attempts_dir(cfg, "score", method, scene_id)
     with attempts.attempt(record_dir, "score", method, scene_id, cfg.orchestration.heartbeat_seconds,
                           run_id) as record:
-        fingerprint = score_fingerprint(cfg, method, scene_id)
+        status = status or score_status(cfg, method, scene_id, grid=True)
+        fingerprint = status.fingerprint
         summary = {"stage": "score", "method": method, "scene_id": scene_id, "fingerprint": fingerprint,
                    "scored": False, "rows": 0, "score_seconds": 0.0}
-        if score_done(cfg, method, scene_id, fingerprint):
+        if status.done:
             log.info("%s/%s: already scored", method, scene_id)
             summary["rows"] = _count_manifest(out)
         else:
+            if status.changed:
+                log.warning("scored again: %s", "; ".join(f"{out.parent / c.name} {c.why}" for c in status.changed))
             manifest_file = paths.manifest_path(run)
-            if not train_generate_done(cfg, method, scene_id):
+            if status.grid is not None and not status.grid.done:
                 raise DataError(f"{method}/{scene_id}: no finished grid in {run} for the current params "
-                                "(run train_generate first)")
+                                f"({'; '.join(status.grid.reasons)}): run train_generate first")
             started = time.perf_counter()
             scorer = _scorer(cfg.models, cfg.scoring)
             scores = score_manifest(pd.read_parquet(manifest_file), run, SceneCache(paths.scenes_dir(cfg)),
@@ -270,7 +305,8 @@ def _score(cfg: Config, method: str, scene_id: str, run_id: Optional[str] = None
             atomic_write_parquet(out, scores)
             summary.update(scored=True, rows=len(scores), score_seconds=time.perf_counter() - started,
                            device=str(scorer.device), means=_finite(score_summary(scores)))
-            atomic_write_json(_score_marker(cfg, method, scene_id), {"fingerprint": fingerprint, "rows": len(scores)})
+            atomic_write_json(_score_marker(cfg, method, scene_id),
+                              score_record(cfg, method, scene_id, fingerprint, len(scores)))
         record.data["summary"] = summary
     return summary
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from bas.errors import DataError
@@ -85,9 +85,13 @@ def save_tokens(path: Path, tokens: Sequence[str], ids: Sequence[int], text_enco
 def load_tokens(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
     if not path.exists():
         raise DataError(f"learned tokens not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        class_names = json.loads((f.metadata() or {}).get("class_names", "[]"))
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            class_names = json.loads((f.metadata() or {}).get("class_names", "[]"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:   # a truncated or damaged file
+        raise DataError(f"learned tokens {path} are unreadable ({err}): train the method on the scene "
+                        "again (delete that train/ folder)") from None
     order = sorted(tensors, key=lambda t: int(t[len("<asset"):-1]))
     return {k: tensors[k] for k in order}, class_names
 

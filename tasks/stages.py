@@ -7,10 +7,11 @@ What makes them tasks rather than plain calls:
 - the expensive per-(method, scene) tasks are cached on content: the key is the library's
   fingerprint of what the outputs depend on (scene content hash, the method's resolved
   recipe, the settings that decide pixels or scores, and the version of the code that makes
-  them). A cache record is valid only while the outputs it stands for are on disk: when they
-  are missing (deleted, or removed by DVC before it reruns a stage), the key function drops
-  the record first, so the task runs. Results and cache records are persisted as JSON under
-  `<storage_root>/records/prefect-results`, which every worker shares.
+  them). A cache record is valid only while the outputs it stands for are on disk as they
+  were recorded: when one is missing or changed (deleted, truncated, removed by DVC before it
+  reruns a stage), the key function drops the record first, so the task runs. Results and
+  cache records are persisted as JSON under `<storage_root>/records/prefect-results`, which
+  every worker shares.
 
 `configured(task, cfg)` applies the run's `orchestration` settings; flows call tasks
 through it so that no number lives in orchestration code.
@@ -60,16 +61,13 @@ def _run_id() -> Optional[str]:
 
 def _content_key(stage: str, parameters: dict[str, Any]) -> str:
     cfg, method, scene_id = parameters["cfg"], parameters["method"], parameters["scene_id"]
-    fingerprint, done = {
-        "train_generate": (pipeline.train_generate_fingerprint, pipeline.train_generate_done),
-        "score": (pipeline.score_fingerprint, pipeline.score_done),
-    }[stage]
-    key = fingerprint(cfg, method, scene_id)
-    cache_key = f"{stage}-{method}-{scene_id}-{key}"
+    status = {"train_generate": pipeline.train_generate_status, "score": pipeline.score_status}[stage](
+        cfg, method, scene_id)   # bas.done's one answer: the fingerprint, and whether the outputs are there
+    cache_key = f"{stage}-{method}-{scene_id}-{status.fingerprint}"
     record = paths.prefect_results_dir(cfg).resolve() / cache_key
-    # Outputs gone: the record must not stand in for them. A record cut short (written as the
-    # disk filled) would not read back: the task runs and writes it again.
-    if not done(cfg, method, scene_id, key) or not _readable(record):
+    # Outputs gone or changed: the record must not stand in for them. A record cut short
+    # (written as the disk filled) would not read back: the task runs and writes it again.
+    if not status.done or not _readable(record):
         record.unlink(missing_ok=True)
     return cache_key
 

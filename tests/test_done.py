@@ -45,7 +45,7 @@ def test_status_says_why_a_run_is_not_done(tmp_path, monkeypatch):
     run = pipeline.paths.run_dir(cfg, "bas", "s1")
     run.mkdir(parents=True)
     (run / "manifest.parquet").write_bytes(b"")
-    (run / done.DONE_FILE).write_text(json.dumps(done.done_record(cfg, "bas", "s1", status.fingerprint, 0)))
+    (run / done.DONE_FILE).write_text(json.dumps(done.done_record(cfg, "bas", "s1", status, 0)))
     assert done.train_generate_status(cfg, "bas", "s1")
 
     other = config.load(REPO / "params.yaml", {"models.profile": "tiny", "paths.storage_root": str(tmp_path),
@@ -54,3 +54,34 @@ def test_status_says_why_a_run_is_not_done(tmp_path, monkeypatch):
     assert not stale and stale.reasons == [f"{run / done.DONE_FILE} was written for other inputs (changed: generation)"]
     (scene_dir / "scene.json").write_text(json.dumps({"content_hash": "another"}))
     assert "changed: train" in done.train_generate_status(cfg, "bas", "s1").reasons[0]
+
+
+def test_a_finished_run_records_its_outputs_and_a_changed_one_is_named(tmp_path):
+    from bas import config
+
+    cfg = config.load(REPO / "params.yaml", {"models.profile": "tiny", "paths.storage_root": str(tmp_path)})
+    scene_dir = tmp_path / cfg.paths.scenes / "s1"
+    scene_dir.mkdir(parents=True)
+    (scene_dir / "scene.json").write_text(json.dumps({"content_hash": "abc"}))
+    run = pipeline.paths.run_dir(cfg, "ti_m", "s1")
+    (run / "train").mkdir(parents=True)
+    (run / "images").mkdir()
+    (run / "train" / "tokens.safetensors").write_bytes(b"t" * 456)
+    (run / "images" / "a.png").write_bytes(b"p" * 100)
+    (run / "manifest.parquet").write_bytes(b"m")
+    (run / ".train.x.tmp").mkdir()   # a killed run's temporary folder: not an output
+    status = done.train_generate_status(cfg, "ti_m", "s1")
+    record = done.done_record(cfg, "ti_m", "s1", status, 1)
+    assert sorted(record["outputs"]) == ["images/a.png", "manifest.parquet", "train/tokens.safetensors"]
+    (run / done.DONE_FILE).write_text(json.dumps(record))
+    now = done.train_generate_status(cfg, "ti_m", "s1")
+    assert now and now.changed == [] and done.verify(cfg).ok and done.verify(cfg).checked == 3
+
+    (run / "train" / "tokens.safetensors").write_bytes(b"t" * 5)
+    (run / "images" / "a.png").unlink()
+    now = done.train_generate_status(cfg, "ti_m", "s1")
+    assert not now and [c.name for c in now.changed] == ["images/a.png", "train/tokens.safetensors"]
+    assert now.reasons == [f"{run / 'images/a.png'} is missing",
+                           f"{run / 'train/tokens.safetensors'} is 5 bytes, 456 when it was made"]
+    found = done.verify(cfg)
+    assert not found.ok and len(found.differences) == 2 and all("recorded in" in d for d in found.differences)

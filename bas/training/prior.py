@@ -4,7 +4,8 @@ The BaS code samples `num_class_images` images of its class prompt ("a photo at 
 beach") with the base pipeline before training. They depend only on the base model, the
 prompt and the sampler settings, so this project makes them once per such key, under
 `<storage>/prior_images/<key>/`, and every scene and method reuses them. A folder is
-complete when its `images.json` exists (written last, the folder renamed into place).
+complete when its `images.json` exists (written last, the folder renamed into place) and
+its images are as it records them (size, mtime, SHA-256): a damaged set is made again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from PIL import Image
 from bas import lease, paths
 from bas.config import Config, ModelsConfig, to_dict
 from bas.errors import DataError
-from bas.io import atomic_dir, sha256_bytes
+from bas.io import atomic_dir, atomic_write_json, changed_files, record_files, sha256_bytes
 
 # bas.models and the sampler import torch: imported by the functions that need them so that this
 # module stays torch-free (bas.done's run key reads model_identity). The sampler is also looked up
@@ -111,14 +112,40 @@ def ensure_class_images(cfg: Config, parts, dtype=None, prompt: Optional[str] = 
     num_images = None if num_images == prior.num_images else num_images
     count = prior.num_images if num_images is None else num_images
     directory = class_images_dir(cfg, None if prompt == prior.prompt else prompt, num_images)
-    if (directory / MARKER).exists():
-        return _load(directory, count)
+    if _complete(directory):
+        return _recorded(directory, _load(directory, count))
     # One run makes a set; another run that needs it at the same time waits and reads it.
     with lease.hold(cfg, "class_images", "prior", directory.name):
-        if (directory / MARKER).exists():
+        if _complete(directory):
             return _load(directory, count)
         _generate(cfg, parts, dtype, prompt, num_images, count, directory)
     return _load(directory, count)
+
+
+def _complete(directory: Path) -> bool:
+    """A finished set: its marker, and its images as the marker records them (a set made
+    before images were recorded is taken as it is)."""
+    try:
+        marker = json.loads((directory / MARKER).read_text())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        log.warning("%s: its %s is unreadable: making the class images again", directory, MARKER)
+        return False
+    changes = changed_files(directory, marker["files"]) if isinstance(marker.get("files"), dict) else []
+    if changes:
+        log.warning("%s: making the class images again: %s", directory, "; ".join(str(c) for c in changes))
+    return not changes
+
+
+def _recorded(directory: Path, images: list[Image.Image]) -> list[Image.Image]:
+    """`images`, read from `directory`; a marker written before images were recorded gets
+    their record now (they just loaded), so that later runs and `bas verify` can check them."""
+    marker = json.loads((directory / MARKER).read_text())
+    if "files" not in marker:
+        names = sorted(p.name for p in directory.glob("*.png"))
+        atomic_write_json(directory / MARKER, {**marker, "files": record_files(directory, names)})
+    return images
 
 
 def _generate(cfg: Config, parts, dtype, prompt: str, num_images: Optional[int], count: int,
@@ -134,8 +161,10 @@ def _generate(cfg: Config, parts, dtype, prompt: str, num_images: Optional[int],
     images = generate(parts, [prompt] * len(seeds), seeds, steps=prior.sampling_steps,
                       guidance_scale=prior.guidance_scale, batch_size=prior.batch_size, dtype=dtype)
     with atomic_dir(directory) as tmp:
-        for i, image in enumerate(images):
-            image.save(tmp / f"{i:04d}.png", format="PNG")
+        names = [f"{i:04d}.png" for i in range(len(images))]
+        for name, image in zip(names, images):
+            image.save(tmp / name, format="PNG")
         (tmp / MARKER).write_text(json.dumps({
             "model": model_identity(cfg.models), "prompt": prompt, "seeds": seeds,
-            "settings": _prior_settings(cfg, prompt, num_images)}, indent=2) + "\n")
+            "settings": _prior_settings(cfg, prompt, num_images), "files": record_files(tmp, names)},
+            indent=2) + "\n")

@@ -67,9 +67,14 @@ def test_cache_key_is_the_content_fingerprint_and_valid_only_while_outputs_exist
     run = paths.run_dir(cfg, "bas", scene_id)  # outputs finished for this fingerprint
     run.mkdir(parents=True)
     paths.manifest_path(run).write_bytes(b"")
-    (run / pipeline.DONE_FILE).write_text(json.dumps({"fingerprint": fingerprint, "images": 0}))
+    (run / pipeline.DONE_FILE).write_text(json.dumps(pipeline.done_record(cfg, "bas", scene_id, fingerprint, 0)))
     record.write_text("{}")
     assert stages._train_generate_key(None, parameters) == key and record.exists()
+    record.write_text("")  # cut short as the disk filled: it would not read back
+    assert stages._train_generate_key(None, parameters) == key and not record.exists()
+    record.write_text("{}")
+    paths.manifest_path(run).write_bytes(b"changed")  # an output no longer as recorded
+    assert stages._train_generate_key(None, parameters) == key and not record.exists()
 
     changed = config.load(REPO / "params.yaml", {**tiny_overrides(paths.storage_root(cfg), cfg.scenes.coco_root,
                                                                   ("bas",), num_scenes=1),

@@ -312,6 +312,18 @@ def test_class_images_are_made_once_and_reused(make_cfg, tiny_parts, monkeypatch
     assert class_images_dir(other) != class_images_dir(cfg)
 
 
+def test_a_damaged_class_image_is_made_again(make_cfg, tiny_parts):
+    cfg = make_cfg(**{"training.prior_images.prompt": "a photo of a damaged set"})
+    first = ensure_class_images(cfg, tiny_parts)
+    marker = json.loads((class_images_dir(cfg) / "images.json").read_text())
+    assert sorted(marker["files"]) == ["0000.png", "0001.png"]   # recorded as outputs are
+    damaged = class_images_dir(cfg) / "0001.png"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    again = ensure_class_images(cfg, tiny_parts)
+    assert [im.tobytes() for im in again] == [im.tobytes() for im in first]   # made again, the same
+    assert damaged.stat().st_size == marker["files"]["0001.png"]["size"]
+
+
 def test_two_runs_needing_the_same_class_images_make_them_once(make_cfg, tiny_parts, monkeypatch):
     """Two runs (here threads) that need a class-image set nobody has made yet: one makes it
     under its lease, the other waits and reads the same images."""
