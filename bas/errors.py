@@ -43,7 +43,7 @@ class StorageFullError(BasError):
     def __str__(self) -> str:
         where = f"{self.stage}: " if self.stage else ""
         what = f" ({self.output})" if self.output else ""
-        room = (f"; {_size(self.free)} free of {_size(self.total)} on its filesystem"
+        room = (f"; {human_bytes(self.free)} free of {human_bytes(self.total)} on its filesystem"
                 if self.free is not None and self.total is not None else "")
         return (f"{where}{self.reason} writing {self.path}{what}{room}. Free some space (or point "
                 "paths.storage_root elsewhere) and run again: finished work is kept")
@@ -70,7 +70,8 @@ def storage_full_in(text: str | None) -> str | None:
     return text.split(STORAGE_FULL_MARK, 1)[1].strip()
 
 
-def _size(n) -> str:
+def human_bytes(n) -> str:
+    """A byte count as people write it (612.4 KB): one way for every message of bas."""
     n = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch = sub.add_parser("fetch", help="download the profile's models into the Hugging Face cache")
     fetch.add_argument("--profile", default="sd21", help="model profile (default: %(default)s)")
     fetch.set_defaults(func=run_fetch)
-    check = sub.add_parser("check", help="models present, device, VRAM, disk, memory options per method")
+    check = sub.add_parser("check", help="models present, device, VRAM, disk, memory options per method, "
+                                         "and what a run will write against the storage root's free space")
     check.add_argument("--profile", default="sd21", help="model profile (default: %(default)s)")
     check.add_argument("--method", action="append", help="only these methods (default: orchestration.methods)")
     check.set_defaults(func=run_check)
@@ -62,8 +63,15 @@ def run_check(args: argparse.Namespace) -> int:
     from bas.models.doctor import check
     from bas.training.methods import get_recipe
 
+    from bas import space
+
     cfg = _config(args)
     methods = (args.method or cfg.orchestration.methods) if cfg.models.profile == "sd21" else ()
     report = check(cfg, {m: get_recipe(cfg, m) for m in methods})
     print(report.text())
+    need = space.estimate(cfg, list(args.method or cfg.orchestration.methods))
+    print("\n" + need.text())
+    warning = space.room_warning(cfg, need)
+    if warning:
+        print(f"WARNING: {warning}")
     return 0 if report.ok else 1

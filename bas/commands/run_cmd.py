@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from bas.cli import load_config, parse_overrides
 
     cfg = load_config(args)  # a params mistake is reported before Prefect is even imported
+    warn_if_short_of_space(cfg)
 
     from flows.full_eval import full_eval
 
@@ -43,6 +44,17 @@ def run(args: argparse.Namespace) -> int:
               f"({args.slurm_workers} workers; script {path})")
     summary = full_eval(params_file=args.params, overrides=parse_overrides(args.overrides))
     return print_summary(summary)
+
+
+def warn_if_short_of_space(cfg) -> None:
+    """Warn (one line, stderr) when the storage root has less free space than the run will write."""
+    import sys
+
+    from bas import space
+
+    warning = space.room_warning(cfg, space.estimate(cfg))
+    if warning:
+        print(f"bas: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def print_summary(summary: dict) -> int:

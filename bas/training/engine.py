@@ -47,7 +47,7 @@ from bas.paths import (LOG_FILE, RESUME_DIR, RESUME_STATE, RESUME_TENSORS, TOKEN
 from bas.tokens import add_placeholder_tokens, save_tokens, save_trained_weights
 from bas.training.data import SOURCES, ConceptSampler, PriorSource, SceneLike, prompt_ids
 from bas.training.losses import downsample_mask, masked_diffusion_loss, prior_loss
-from bas.training.methods import get_recipe
+from bas.training.methods import get_recipe, trains_weights, uses_prior
 from bas.training.prior import class_prompts, ensure_class_images, model_identity, sampler_identity
 from bas.training.terms import TermInputs, compute_term, term_active
 
@@ -132,17 +132,6 @@ def read_train_json(train_dir: Path) -> Optional[dict]:
         return json.loads((Path(train_dir) / TRAIN_JSON).read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-
-
-def uses_prior(recipe: MethodRecipe) -> bool:
-    """Whether a recipe trains with class images (prior preservation weighted in a phase that runs)."""
-    return recipe.prior_preservation and any(
-        phase.loss_weights.prior > 0 for phase in recipe.phases.values() if phase.steps > 0)
-
-
-def trains_weights(recipe: MethodRecipe) -> bool:
-    """Whether a recipe trains anything besides the token rows (so it has weights to keep)."""
-    return any(set(phase.trainable) - {"tokens"} for phase in recipe.phases.values() if phase.steps > 0)
 
 
 def is_complete(train_dir: Path, key: str, recipe: MethodRecipe, keep_weights: bool) -> bool:

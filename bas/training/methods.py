@@ -35,3 +35,14 @@ def get_recipe(cfg: Config, method: str) -> MethodRecipe:
 def method_kind(cfg: Config, method: str) -> str:
     """The kind of `method` (bas.kinds): its recipe's `kind`, or `reference` for a sandbox reference."""
     return "reference" if method in REFERENCES else get_recipe(cfg, method).kind
+
+
+def uses_prior(recipe: MethodRecipe) -> bool:
+    """Whether a recipe trains with class images (prior preservation weighted in a phase that runs)."""
+    return recipe.prior_preservation and any(
+        phase.loss_weights.prior > 0 for phase in recipe.phases.values() if phase.steps > 0)
+
+
+def trains_weights(recipe: MethodRecipe) -> bool:
+    """Whether a recipe trains anything besides the token rows (so it has weights to keep)."""
+    return any(set(phase.trainable) - {"tokens"} for phase in recipe.phases.values() if phase.steps > 0)
