@@ -36,6 +36,7 @@ from bas import paths
 from bas.config import Config, to_dict
 from bas.errors import DataError
 from bas.io import Change, changed_files, record_files
+from bas.kinds import REFERENCES
 from bas.paths import DONE_FILE, SCENE_JSON, TOKENS_FILE
 from bas.training.methods import get_recipe, method_kind
 
@@ -137,7 +138,7 @@ def scene_content_hash(cfg: Config, scene_id: str) -> str:
 
 def train_generate_inputs(cfg: Config, method: str, scene_id: str) -> dict:
     """What the run directory's training and grid depend on, by name (hashed into the fingerprint)."""
-    if method_kind(cfg, method) == "reference":
+    if method in REFERENCES:
         return {"reference": method, "scene": scene_content_hash(cfg, scene_id),
                 "generation": to_dict(cfg.generation), "seed": cfg.seed, "code": code_version("reference")}
     from bas.training.engine import run_key   # torch: see the note at the top

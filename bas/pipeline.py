@@ -94,13 +94,13 @@ def write_recipes(cfg: Config) -> dict:
     a method includes reruns that method, and a change to another method does not.
     Unchanged files are not rewritten.
     """
-    from bas.training.methods import get_recipe, method_kind
+    from bas.training.methods import get_recipe
 
     written = []
     for method in cfg.orchestration.methods:
         path = paths.recipe_path(cfg, method)
         content = ({"method": method, "reference": "ground-truth renders of the sandbox world (bas.sandbox.reference)"}
-                   if method_kind(cfg, method) == "reference"
+                   if method in REFERENCES
                    else {"method": method, "recipe": to_dict(get_recipe(cfg, method))})
         if _read_json(path) != content:
             with _writing(cfg, "recipes"):
@@ -147,10 +147,10 @@ def _train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[st
     from bas.models import load_diffusion, pick_device
     from bas.scenes import load_scene
     from bas.training.engine import is_complete, run_key, train_scene, trains_weights
-    from bas.training.methods import get_recipe, method_kind
+    from bas.training.methods import get_recipe
 
-    kind = method_kind(cfg, method)   # how the run is produced: trained, or rendered (a reference)
-    if kind == "reference" and cfg.models.profile != "sandbox":
+    rendered = method in REFERENCES   # how the run is produced: trained, or rendered (a ground-truth reference)
+    if rendered and cfg.models.profile != "sandbox":
         # Checked before the finished-run test: a reference's fingerprint names no model.
         raise ConfigError(f"orchestration.methods: {method!r} is a ground-truth reference of the sandbox "
                           f"world and needs models.profile: sandbox (not {cfg.models.profile!r})")
@@ -166,7 +166,7 @@ def _train_generate(cfg: Config, method: str, scene_id: str, run_id: Optional[st
         if status.done:
             log.info("%s/%s: training and grid already finished", method, scene_id)
             summary["images"] = _count_manifest(paths.manifest_path(run))
-        elif kind == "reference":
+        elif rendered:
             log.info("%s/%s: rendering: %s", method, scene_id, "; ".join(status.reasons))
             summary["images"] = _render_reference(cfg, method, scene_id, run)
             atomic_write_json(run / DONE_FILE, done_record(cfg, method, scene_id, status, summary["images"]))
@@ -359,6 +359,23 @@ def score_references(cfg: Config, scene_ids: Sequence[str], out: Path,
                            cfg.report.bootstrap_seed)
     atomic_write_text(Path(out) / "reference_means.csv", means.to_csv(index=False))
     return means
+
+
+def measure_personalizability(cfg: Config, scene_ids: Sequence[str]) -> dict:
+    """Train, generate and score the personalizability reference (`bas.sandbox.personalizability`)
+    on each scene through the pipeline's own stages, in its own runs and scores directories (so a
+    rerun reuses finished work); returns its per-scene and mean identity figures."""
+    import pandas as pd
+
+    from bas.sandbox import personalizability
+
+    measuring = personalizability.measuring_config(cfg)
+    frames = []
+    for scene_id in scene_ids:
+        train_generate(measuring, personalizability.METHOD, scene_id)
+        score(measuring, personalizability.METHOD, scene_id)
+        frames.append(pd.read_parquet(paths.scene_scores_path(measuring, personalizability.METHOD, scene_id)))
+    return personalizability.summarize(pd.concat(frames, ignore_index=True))
 
 
 # --------------------------------------------------------------------------- run summary
