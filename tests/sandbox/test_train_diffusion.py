@@ -17,7 +17,8 @@ from bas.models.tokenizer import write_clip_tokenizer
 from bas.sandbox import train_diffusion as td
 from tests import params_defaults
 
-TINY = params_defaults.sandbox(vae=SandboxStage(3, 2, 1e-3, 1), base=SandboxStage(4, 2, 5e-4, 1), base_restart=None)
+TINY = params_defaults.sandbox(vae=SandboxStage(3, 2, 1e-3, 1), base=SandboxStage(4, 2, 5e-4, 1), base_restart=None,
+                               text_pretrain=SandboxStage(3, 8, 2e-3, 1))
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -181,7 +182,8 @@ def test_train_stages_write_the_model_and_a_record_of_how_it_was_made(tmp_path):
 
     # Whole stages replace params.yaml's; the rest of `sandbox` is params.yaml's.
     sandbox = {"vae": {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_steps": 0},
-               "base": {"steps": 2, "batch_size": 2, "lr": 5e-4, "warmup_steps": 0}, "base_restart": None}
+               "base": {"steps": 2, "batch_size": 2, "lr": 5e-4, "warmup_steps": 0}, "base_restart": None,
+               "text_pretrain": {"steps": 2, "batch_size": 8, "lr": 2e-3, "warmup_steps": 0}}
     cfg = config.load(overrides={"models.sandbox_weights": str(tmp_path / "weights"), **{f"sandbox.{k}": v for k, v in sandbox.items()}})
     run_stages(cfg, ["vae", "base"], tmp_path / "work")
     record = read_record(tmp_path / "weights" / "diffusion")
@@ -266,7 +268,7 @@ def test_a_frozen_text_encoder_is_pretrained_then_left_as_it_is(tmp_path, vae, t
     pretrained = base_model.build_text_encoder()
     pretrain_text_encoder(pretrained, tokenizer, frozen.seed, frozen.text_pretrain, tmp_path / "alone")
     _assert_same(_state(text), _state(pretrained))
-    joint_unet, joint_text = td.train_base(TINY, vae, tokenizer, tmp_path / "joint")
+    joint_unet, joint_text = td.train_base(dataclasses.replace(TINY, base_text="joint"), vae, tokenizer, tmp_path / "joint")
     assert not all(torch.equal(a, b) for a, b in zip(_state(text).values(), _state(joint_text).values()))
 
 
