@@ -4,8 +4,8 @@
 (docs/SANDBOX.md) for the five methods behind the papers' central claims (BaS, TI-m, DB-m,
 CD-m, BaS without its attention loss), every loss term and every training step of the
 sandbox profile; only the amounts shrink (two scenes, five of the ten prompt contexts, 20 DDIM
-steps, 16 prior-preservation images, batched sampling), so the run takes about half an hour
-on a 2-core CPU and its numbers mean something.
+steps, 16 prior-preservation images, batched sampling), so the run takes about 20 minutes on
+a 2-core CPU; what its numbers show: docs/SANDBOX.md, *Results on the sandbox*.
 
 `tiny`: the machinery smoke run on random-weight models (numbers mean nothing): every
 training phase capped at TINY_STEPS steps, two scenes, few DDIM steps.

@@ -6,7 +6,7 @@ Each candidate is a set of levers over the committed trainer (`bas.sandbox.train
 the base-training distribution (object count and size), the conditioning path (a text encoder
 pretrained on world captions and frozen, as SD freezes OpenCLIP, or trained jointly), loss
 weighting on object pixels, learning rate and batch. The VAE is the committed one (its judged
-ceiling: shape 0.91). At each checkpoint the EMA model samples held-out single-object captions
+ceiling: shape 0.91), or the one in `--weights DIR` (`DIR/diffusion/vae`). At each checkpoint the EMA model samples held-out single-object captions
 of seen identities (`bas.sandbox.validity.probes`, the validity figures' own stream, first
 `--samples`) at every `--guidance`, DDIM `--eval-steps`, and the committed judge reads
 background, shape, colour and pattern. One JSON line a checkpoint goes to
@@ -104,6 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-steps", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path("/work/probe"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--weights", type=Path, help="sandbox weights whose VAE, tokenizer and judge the probe uses "
+                                                  "(default: the committed ones)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     c = {**BASE, **CANDIDATES[args.candidate]}
@@ -117,7 +119,8 @@ def main(argv=None) -> int:
     from bas.sandbox.stages import weights_dir
     from bas.sandbox.train_diffusion import SCHEDULER_CONFIG, _ema_update
 
-    cfg = bas.config.load("params.yaml", {"models.profile": "sandbox"})
+    cfg = bas.config.load("params.yaml", {"models.profile": "sandbox",
+                                          **({"models.sandbox_weights": str(args.weights)} if args.weights else {})})
     parts = load_diffusion(dataclasses.replace(cfg.models, profile="sandbox"))
     judge = Judge.load(weights_dir(cfg) / "judge")
     vae, tokenizer = parts.vae.eval(), parts.tokenizer
