@@ -292,6 +292,12 @@ def test_the_base_layout_sets_object_counts_and_sides():
     images = td.world_batch(0, "layout", 0, 16, layout=one_large)
     assert all(len(w.objects) == 1 for w in images)
     assert all(40 <= w.boxes[0][2] <= 48 and w.masks[0].any() for w in images)
+    # No layout: the world's own draw (the VAE's and the first base model's), 1-4 objects of 16-40 px.
     default = td.world_batch(0, "layout", 0, 16)
+    worlds = params_defaults.sandbox_layout(counts=(1, 2, 3, 4), count_probs=(0.3, 0.35, 0.25, 0.1), sides=(16, 40))
     assert [w.caption(random.Random(0)) for w in default] == \
-        [w.caption(random.Random(0)) for w in td.world_batch(0, "layout", 0, 16, layout=params_defaults.sandbox_layout())]
+        [w.caption(random.Random(0)) for w in td.world_batch(0, "layout", 0, 16, layout=worlds)]
+    # params.yaml's layout (the committed model's: 1-3 objects of 20-44 px) is another draw.
+    committed = td.world_batch(0, "layout", 0, 64, layout=params_defaults.sandbox_layout())
+    assert {len(w.objects) for w in committed} <= {1, 2, 3}
+    assert all(20 <= side <= 44 for w in committed for side in (b[2] for b in w.boxes))
