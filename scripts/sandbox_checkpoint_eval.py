@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sandbox_probe import evaluate   # scripts/: the probes' judged samples and sample strip
+
 BANDS = ((0, 250), (250, 500), (500, 750), (750, 1000))
 
 
@@ -77,15 +79,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from PIL import Image
     from bas import config
     from bas.cli import parse_overrides
     from bas.models.registry import load_diffusion
     from bas.sandbox import base_model
     from bas.sandbox import train_diffusion as td
     from bas.sandbox.classifiers import Judge
-    from bas.sandbox.validity import accuracy, probes
-    from bas.generation.sampler import generate
 
     cfg = config.load("params.yaml", parse_overrides(args.set))
     sb = cfg.sandbox
@@ -104,14 +103,7 @@ def main(argv=None) -> int:
     parts = load_diffusion(models)
     judge = Judge.load(args.judge)
     started = time.time()
-    batch = probes(sb, False, args.samples)
-    figures, rows = {}, []
-    for g in args.guidance:
-        images = generate(parts, [p.caption for p in batch], [p.seed for p in batch], steps=args.eval_steps,
-                          guidance_scale=g, batch_size=16)
-        figures[str(g)] = accuracy(batch, judge.predict(images))
-        rows.append(np.concatenate([np.array(i) for i in images[:16]], 1))
-    Image.fromarray(np.concatenate(rows, 0)).save(out / f"step-{step}.png")
+    figures = evaluate(parts, judge, cfg, args.samples, args.guidance, args.eval_steps, out / f"step-{step}.png")
     line = {"step": step, "samples": args.samples, "eval_steps": args.eval_steps, "judged": figures,
             "band_loss": band_losses(parts, sb), "overrides": args.set,
             "eval_seconds": round(time.time() - started, 1)}
